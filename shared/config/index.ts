@@ -1,0 +1,3 @@
+export * from './duration.js';
+export * from './topology-schema.js';
+export * from './topology.js';

@@ -1,0 +1,167 @@
+import { z } from 'zod';
+import { DURATION_RE } from './duration.js';
+
+// The one source of truth for the topology YAML. The JSON Schema in topology.schema.json is
+// generated from this (`ra-mesh schema --write`) and a unit test keeps the two in step.
+
+const duration = z.string().regex(DURATION_RE, 'a duration like 90s, 15m, 24h or 7d');
+const nodeId = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lower-case letters, digits and "-", at most 63 characters (used in NATS subjects)');
+const natsUrl = z.string().regex(/^(nats|tls):\/\/[^\s]+$/, 'a NATS URL like nats://127.0.0.1:4222');
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/, 'host:port, e.g. 0.0.0.0:8443 or [::1]:8443');
+
+const nameRules = z
+  .object({
+    dns: z.array(z.string()).optional().describe('DNS name patterns; "*.x" matches exactly one label below x'),
+    ip: z.array(z.string()).optional().describe('IP addresses or CIDR ranges, v4 or v6'),
+    email: z.array(z.string()).optional().describe('email addresses or "@domain"'),
+    uri: z.array(z.string()).optional().describe('URI host patterns'),
+    cn: z.array(z.string()).optional().describe('exact common names'),
+  })
+  .strict();
+
+export const policySchema = z
+  .object({
+    allow: nameRules.optional().describe('names this layer allows; once a type has an allow rule, other names of that type are refused'),
+    deny: nameRules.optional().describe('names this layer refuses; deny wins over allow'),
+    allowWildcardNames: z.boolean().default(false).describe('whether wildcard DNS names (*.x) may be requested'),
+    defaultLifetime: duration.optional().describe('certificate lifetime when the request names none'),
+    minLifetime: duration.optional().describe('shortest lifetime this layer accepts'),
+    maxLifetime: duration.optional().describe('longest lifetime this layer accepts; longer requests are capped'),
+    maxSans: z.number().int().positive().optional().describe('most subject alternative names in one certificate'),
+    renewAfterExpiry: duration.optional().describe('window after expiry in which a device may still renew with its old key'),
+  })
+  .strict();
+
+export const acmeSchema = z
+  .object({
+    listen: hostPort.default('127.0.0.1:8443').describe('address the ACME HTTPS server listens on'),
+    externalUrl: z.string().url().optional().describe('base URL clients use to reach this edge (default https://<listen>)'),
+    challenges: z
+      .array(z.enum(['http-01', 'dns-01', 'tls-alpn-01']))
+      .min(1)
+      .default(['http-01'])
+      .describe('challenge types this edge offers'),
+    resolver: z.string().optional().describe('DNS server (ip or ip:port) used for validation inside the segment'),
+    hosts: z
+      .record(z.string(), z.string())
+      .optional()
+      .describe('hosts-style overrides for validation: name -> address (checked before the resolver)'),
+    http01Port: z.number().int().min(1).max(65535).default(80).describe('port the http-01 validator connects to'),
+    tlsAlpn01Port: z.number().int().min(1).max(65535).default(443).describe('port the tls-alpn-01 validator connects to'),
+    eab: z.enum(['required', 'optional', 'off']).default('off').describe('external account binding (RFC 8555 §7.3.4)'),
+    termsOfService: z.string().url().optional().describe('URL of the terms of service shown in the directory meta'),
+    tls: z
+      .object({ cert: z.string().describe('PEM certificate chain file'), key: z.string().describe('PEM private key file') })
+      .strict()
+      .optional()
+      .describe('TLS certificate for the ACME listener; without it the edge makes and keeps a self-signed one'),
+    orderLifetime: duration.default('24h').describe('how long a pending or processing order stays usable'),
+    retryAfter: z.number().int().min(1).max(3600).default(1).describe('seconds sent in Retry-After while an order is processing'),
+  })
+  .strict();
+
+export const casSchema = z
+  .discriminatedUnion('type', [
+    z.object({ type: z.literal('builtin').describe('the embedded CA: own root and intermediate, kept in the gateway store') }).strict(),
+  ])
+  .describe('the CA service the gateway calls');
+
+export const nodeSchema = z
+  .object({
+    id: nodeId.describe('unique node id; also its JWS kid and its NATS subject suffix'),
+    role: z.enum(['edge', 'relay', 'gateway']).describe('edge serves ACME, relay countersigns and forwards, gateway calls the CA'),
+    dc: z.string().min(1).describe('data center (selects the leaf NATS server from nats.dcs)'),
+    segment: z.string().optional().describe('network segment an edge serves'),
+    parent: nodeId.optional().describe('the next node upstream; required for edge and relay, absent for the gateway'),
+    nats: natsUrl.optional().describe('NATS URL for this node (default: nats.dcs[dc], else nats.hub)'),
+    store: z.string().optional().describe('directory of the node store (default <stateDir>/<id>)'),
+    policy: policySchema.default({ allowWildcardNames: false }).describe('this node’s issuance policy layer'),
+    acme: acmeSchema.optional().describe('ACME server settings (edge only)'),
+    cas: casSchema.optional().describe('CA service (gateway only; default builtin)'),
+  })
+  .strict();
+
+export const topologySchema = z
+  .object({
+    mesh: z.string().min(1).describe('name of the mesh'),
+    stateDir: z.string().default('.ra-mesh').describe('directory for node stores, keys and NATS data, relative to the topology file'),
+    keysDir: z.string().optional().describe('directory of node keys <id>.key.jwk / <id>.pub.jwk (default <stateDir>/keys)'),
+    nats: z
+      .object({
+        hub: natsUrl.default('nats://127.0.0.1:4222').describe('client URL of the hub NATS server'),
+        leafnodeListen: hostPort.default('127.0.0.1:7422').describe('where the hub accepts leaf-node connections'),
+        dcs: z.record(z.string(), natsUrl).default({}).describe('client URL of the leaf NATS server of each data center'),
+      })
+      .strict()
+      .default({ hub: 'nats://127.0.0.1:4222', leafnodeListen: '127.0.0.1:7422', dcs: {} })
+      .describe('the message bus: a hub server and one leaf server per data center'),
+    envelope: z
+      .object({
+        ttl: duration.default('5m').describe('how long a signed envelope is valid after it is made'),
+        maxBytes: z.number().int().min(1024).max(1_048_576).default(65_536).describe('largest envelope a node accepts'),
+        algs: z.array(z.enum(['EdDSA', 'ES256'])).min(1).default(['EdDSA', 'ES256']).describe('JWS algorithms accepted on envelopes'),
+      })
+      .strict()
+      .default({ ttl: '5m', maxBytes: 65_536, algs: ['EdDSA', 'ES256'] })
+      .describe('envelope limits'),
+    nodes: z.array(nodeSchema).min(1).describe('every RA node of the mesh'),
+  })
+  .strict()
+  .superRefine((t, ctx) => {
+    const ids = new Map<string, number>();
+    t.nodes.forEach((n, i) => {
+      if (ids.has(n.id)) ctx.addIssue({ code: 'custom', path: ['nodes', i, 'id'], message: `duplicate node id "${n.id}"` });
+      ids.set(n.id, i);
+    });
+    const gateways = t.nodes.map((n, i) => [n, i] as const).filter(([n]) => n.role === 'gateway');
+    if (gateways.length !== 1) {
+      ctx.addIssue({ code: 'custom', path: ['nodes'], message: `exactly one node must have role gateway (found ${gateways.length})` });
+    }
+    t.nodes.forEach((n, i) => {
+      if (n.role === 'gateway') {
+        if (n.parent !== undefined) ctx.addIssue({ code: 'custom', path: ['nodes', i, 'parent'], message: 'the gateway has no parent' });
+      } else if (n.parent === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['nodes', i, 'parent'], message: `a ${n.role} needs a parent` });
+      } else {
+        const pi = ids.get(n.parent);
+        if (pi === undefined) {
+          ctx.addIssue({ code: 'custom', path: ['nodes', i, 'parent'], message: `unknown node "${n.parent}"` });
+        } else if (t.nodes[pi]!.role === 'edge') {
+          ctx.addIssue({ code: 'custom', path: ['nodes', i, 'parent'], message: `parent "${n.parent}" is an edge; parents must be relays or the gateway` });
+        }
+      }
+      if (n.acme && n.role !== 'edge') ctx.addIssue({ code: 'custom', path: ['nodes', i, 'acme'], message: 'only edge nodes serve ACME' });
+      if (n.cas && n.role !== 'gateway') ctx.addIssue({ code: 'custom', path: ['nodes', i, 'cas'], message: 'only the gateway calls a CA service' });
+    });
+    // Every chain must end at the gateway: a parent cycle would never get there.
+    t.nodes.forEach((n, i) => {
+      const seen = new Set<string>();
+      let cur: typeof n | undefined = n;
+      while (cur && cur.parent !== undefined) {
+        if (seen.has(cur.id)) {
+          ctx.addIssue({ code: 'custom', path: ['nodes', i, 'parent'], message: `parent chain of "${n.id}" has a cycle` });
+          return;
+        }
+        seen.add(cur.id);
+        const pi = ids.get(cur.parent);
+        cur = pi === undefined ? undefined : t.nodes[pi];
+      }
+    });
+    const listens = new Map<string, number>();
+    t.nodes.forEach((n, i) => {
+      if (!n.acme) return;
+      const prev = listens.get(n.acme.listen);
+      if (prev !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['nodes', i, 'acme', 'listen'], message: `address ${n.acme.listen} is already used by node "${t.nodes[prev]!.id}"` });
+      }
+      listens.set(n.acme.listen, i);
+    });
+  });
+
+export type TopologyConfig = z.infer<typeof topologySchema>;
+export type NodeConfig = z.infer<typeof nodeSchema>;
+export type PolicyConfig = z.infer<typeof policySchema>;
+export type AcmeConfig = z.infer<typeof acmeSchema>;
+export type NodeRole = NodeConfig['role'];
