@@ -76,7 +76,8 @@ export const nodeSchema = z
     segment: z.string().optional().describe('network segment an edge serves'),
     parent: nodeId.optional().describe('the next node upstream; required for edge and relay, absent for the gateway'),
     nats: natsUrl.optional().describe('NATS URL for this node (default: nats.dcs[dc], else nats.hub)'),
-    store: z.string().optional().describe('directory of the node store (default <stateDir>/<id>)'),
+    store: z.string().optional().describe('directory of the node store (default <stateDir>/nodes/<id>)'),
+    http: hostPort.optional().describe('gateway: HTTP listener for /roots.pem and /health (default 127.0.0.1:8080)'),
     policy: policySchema.default({ allowWildcardNames: false }).describe('this node’s issuance policy layer'),
     acme: acmeSchema.optional().describe('ACME server settings (edge only)'),
     cas: casSchema.optional().describe('CA service (gateway only; default builtin)'),
@@ -134,6 +135,7 @@ export const topologySchema = z
       }
       if (n.acme && n.role !== 'edge') ctx.addIssue({ code: 'custom', path: ['nodes', i, 'acme'], message: 'only edge nodes serve ACME' });
       if (n.cas && n.role !== 'gateway') ctx.addIssue({ code: 'custom', path: ['nodes', i, 'cas'], message: 'only the gateway calls a CA service' });
+      if (n.http && n.role !== 'gateway') ctx.addIssue({ code: 'custom', path: ['nodes', i, 'http'], message: 'only the gateway serves HTTP' });
     });
     // Every chain must end at the gateway: a parent cycle would never get there.
     t.nodes.forEach((n, i) => {

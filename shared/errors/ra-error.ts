@@ -9,6 +9,8 @@ export interface RaErrorOptions {
   headers?: Record<string, string>;
   /** Machine-readable reason for logs and metrics (e.g. envelope rejection rule "expired"). */
   reason?: string;
+  /** HTTP status when the RFC asks for another than the table's (e.g. 409 on key change, 415, 413). */
+  status?: number;
 }
 
 /**
@@ -28,7 +30,7 @@ export class RaError extends Error {
     super(`${type}: ${detail}`, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'RaError';
     this.type = type;
-    this.status = PROBLEMS[type].status;
+    this.status = opts.status ?? PROBLEMS[type].status;
     this.detail = detail;
     this.subproblems = (opts.subproblems ?? []).map((s) => ({
       type: problemUrn(s.type),

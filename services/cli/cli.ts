@@ -1,0 +1,40 @@
+import { TopologyError } from '../../shared/config/index.js';
+
+const USAGE = `ra-mesh — a chained ACME Registration Authority mesh over NATS
+
+usage:
+  ra-mesh validate <topology.yaml>           check a topology file and print the chain tree
+  ra-mesh up <topology.yaml> [--no-nats] [--only id,id]
+                                             start nats-server(s) and the nodes of the topology
+  ra-mesh schema [--write]                   print (or write shared/config/topology.schema.json) the JSON Schema
+`;
+
+export async function runCli(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'validate':
+        return await (await import('./commands/validate.js')).validateCommand(rest);
+      case 'up':
+        return await (await import('./commands/up.js')).upCommand(rest);
+      case 'schema':
+        return await (await import('./commands/schema.js')).schemaCommand(rest);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE);
+        return cmd === undefined ? 2 : 0;
+      default:
+        process.stderr.write(`ra-mesh: unknown command "${cmd}"\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (e) {
+    if (e instanceof TopologyError) {
+      process.stderr.write(`ra-mesh: ${e.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`ra-mesh: ${(e as Error).stack ?? String(e)}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,75 @@
+import type { Topology } from '../../shared/config/index.js';
+import { KeyRing, loadOrCreateNodeKey } from '../../shared/envelope/index.js';
+import { natsServerSpecs, startNatsServers } from '../../shared/bus/nats-server.js';
+import { createLogger, type Logger } from '../../shared/logging/logger.js';
+import { EdgeService } from '../edge/index.js';
+import { GatewayService } from '../gateway/index.js';
+import { RelayService } from '../relay/index.js';
+
+export interface RunningMesh {
+  gateway?: GatewayService;
+  relays: Map<string, RelayService>;
+  edges: Map<string, EdgeService>;
+  stop(): Promise<void>;
+}
+
+export interface StartMeshOptions {
+  /** Start the hub and leaf nats-server processes of the topology (default true). */
+  nats?: boolean;
+  /** Run only these nodes (default: every node of the topology). */
+  only?: string[];
+  log?: Logger;
+  retransmitMs?: number;
+}
+
+/**
+ * Brings up nodes of a topology in this process: keys first, then the bus, then the gateway,
+ * relays from the top down, and edges last, so every node finds its parent listening.
+ * Used by `ra-mesh up` and by the test harness.
+ */
+export async function startMesh(topology: Topology, opts: StartMeshOptions = {}): Promise<RunningMesh> {
+  const log = opts.log ?? createLogger('mesh');
+  const wanted = new Set(opts.only ?? topology.nodes.map((n) => n.id));
+  // Keys of every local node exist before any node starts, so each finds the others' public keys.
+  for (const n of topology.nodes) if (wanted.has(n.id)) await loadOrCreateNodeKey(topology.keysDir(), n.id);
+  const keys = await KeyRing.fromDir(topology.keysDir(), topology.nodes.map((n) => n.id));
+  const stops: Array<() => Promise<void>> = [];
+  const mesh: RunningMesh = {
+    relays: new Map(),
+    edges: new Map(),
+    stop: async () => {
+      for (const s of stops.reverse()) await s().catch((e) => log.error({ err: e }, 'stop failed'));
+      stops.length = 0;
+    },
+  };
+  try {
+    if (opts.nats !== false) {
+      const bus = await startNatsServers(natsServerSpecs(topology), { log });
+      stops.push(() => bus.stop());
+    }
+    const depth = (id: string) => topology.pathToGateway(id).length;
+    const ordered = topology.nodes.filter((n) => wanted.has(n.id)).sort((a, b) => depth(a.id) - depth(b.id));
+    for (const n of ordered) {
+      if (n.role === 'gateway') {
+        const gw = await GatewayService.create({ topology, nodeId: n.id, keys });
+        await gw.start();
+        stops.push(() => gw.stop());
+        mesh.gateway = gw;
+      } else if (n.role === 'relay') {
+        const r = await RelayService.create({ topology, nodeId: n.id, keys });
+        await r.start();
+        stops.push(() => r.stop());
+        mesh.relays.set(n.id, r);
+      } else {
+        const e = await EdgeService.create({ topology, nodeId: n.id, keys, ...(opts.retransmitMs ? { retransmitMs: opts.retransmitMs } : {}) });
+        await e.start();
+        stops.push(() => e.stop());
+        mesh.edges.set(n.id, e);
+      }
+    }
+  } catch (e) {
+    await mesh.stop();
+    throw e;
+  }
+  return mesh;
+}

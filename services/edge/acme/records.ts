@@ -1,0 +1,102 @@
+import type { Identifier, ProblemDocument } from '../../../shared/errors/index.js';
+import type { JWK } from 'jose';
+import { NodeStore, type Collection } from '../../../shared/store/index.js';
+
+// What the edge keeps in its level store, one collection per ACME resource (RFC 8555 §7.1).
+
+export type AccountStatus = 'valid' | 'deactivated' | 'revoked';
+export interface AccountRecord {
+  id: string;
+  status: AccountStatus;
+  jwk: JWK;
+  thumbprint: string;
+  contact: string[];
+  termsOfServiceAgreed: boolean;
+  eabKeyId: string | null;
+  createdAt: string;
+}
+
+export type OrderStatus = 'pending' | 'ready' | 'processing' | 'valid' | 'invalid';
+export interface OrderRecord {
+  id: string;
+  accountId: string;
+  status: OrderStatus;
+  expires: string;
+  identifiers: Identifier[];
+  notBefore?: string;
+  notAfter?: string;
+  authzIds: string[];
+  envelopeId?: string;
+  certificateId?: string;
+  error?: ProblemDocument;
+  createdAt: string;
+  finalizedAt?: string;
+}
+
+export type AuthzStatus = 'pending' | 'valid' | 'invalid' | 'deactivated' | 'expired' | 'revoked';
+export interface AuthzRecord {
+  id: string;
+  accountId: string;
+  identifier: Identifier;
+  status: AuthzStatus;
+  expires: string;
+  wildcard: boolean;
+  challengeIds: string[];
+}
+
+export type ChallengeType = 'http-01' | 'dns-01' | 'tls-alpn-01';
+export type ChallengeStatus = 'pending' | 'processing' | 'valid' | 'invalid';
+export interface ChallengeRecord {
+  id: string;
+  authzId: string;
+  accountId: string;
+  type: ChallengeType;
+  token: string;
+  status: ChallengeStatus;
+  validated?: string;
+  error?: ProblemDocument;
+  /** Where validation reached (travels in the envelope as provenance). */
+  validationFrom?: string;
+}
+
+export interface CertificateRecord {
+  id: string;
+  orderId: string;
+  accountId: string;
+  chainPem: string;
+  issuedAt: string;
+}
+
+/** A finalized order waiting for its result from the mesh: the edge's outbox. */
+export interface OutboxRecord {
+  envelopeId: string;
+  orderId: string;
+  jws: string;
+  attempts: number;
+  nextAt: number;
+  createdAt: number;
+}
+
+export class AcmeStore {
+  readonly accounts: Collection<AccountRecord>;
+  readonly accountByThumbprint: Collection<string>;
+  readonly orders: Collection<OrderRecord>;
+  readonly accountOrders: Collection<string>;
+  readonly authzs: Collection<AuthzRecord>;
+  readonly challenges: Collection<ChallengeRecord>;
+  readonly certificates: Collection<CertificateRecord>;
+  readonly outbox: Collection<OutboxRecord>;
+  readonly orderByEnvelope: Collection<string>;
+
+  constructor(readonly db: NodeStore) {
+    this.accounts = db.collection('acct');
+    this.accountByThumbprint = db.collection('acct-thumb');
+    this.orders = db.collection('order');
+    this.accountOrders = db.collection('acct-order');
+    this.authzs = db.collection('authz');
+    this.challenges = db.collection('chall');
+    this.certificates = db.collection('cert');
+    this.outbox = db.collection('outbox');
+    this.orderByEnvelope = db.collection('order-by-env');
+  }
+}

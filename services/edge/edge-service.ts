@@ -1,0 +1,286 @@
+import { hostname } from 'node:os';
+import type { FastifyInstance } from 'fastify';
+import { headers as natsHeaders, type NatsConnection, type Subscription } from 'nats';
+import { parseDuration, splitHostPort, urlHost, type Topology } from '../../shared/config/index.js';
+import { connectBus } from '../../shared/bus/connect.js';
+import { downSubject, ENVELOPE_ID_HEADER, upSubject } from '../../shared/bus/subjects.js';
+import {
+  KeyRing,
+  loadOrCreateNodeKey,
+  newEdgePayload,
+  signEdgeEnvelope,
+  verifyResult,
+  type EnvelopeIdentifier,
+  type NodeKey,
+  type ResultPayload,
+} from '../../shared/envelope/index.js';
+import { RaError } from '../../shared/errors/index.js';
+import { PolicyLayer } from '../../shared/policy/index.js';
+import { KeyedLock, NodeStore } from '../../shared/store/index.js';
+import { createEdgeLogger, type Logger } from './logger.js';
+import { ACME_PATHS, type AcmeContext } from './acme/context.js';
+import { NonceStore } from './acme/nonce.js';
+import { AcmeStore, type OrderRecord, type OutboxRecord } from './acme/records.js';
+import { buildAcmeServer } from './acme/server.js';
+import { loadOrCreateEdgeTls } from './tls.js';
+import { SegmentResolver } from './validation/resolver.js';
+import { http01Validator } from './validation/http-01.js';
+import { dns01Validator } from './validation/dns-01.js';
+import type { Validators } from './validation/validators.js';
+
+export interface EdgeServiceOptions {
+  topology: Topology;
+  nodeId: string;
+  log?: Logger;
+  /** Public keys of the mesh (default: read from the topology's keys folder). */
+  keys?: KeyRing;
+  /** First retransmission of an unanswered envelope (default 3 s), doubling up to 60 s. */
+  retransmitMs?: number;
+}
+
+const IMPLEMENTED_CHALLENGES = ['http-01', 'dns-01'] as const;
+
+/**
+ * An edge RA: serves ACME inside its segment, validates challenges locally, and publishes signed CSR
+ * envelopes to its parent. Accepted requests wait in the store's outbox until their result arrives,
+ * and are retransmitted (same envelope id, so upstream never acts twice) while it does not.
+ */
+export class EdgeService {
+  private nc?: NatsConnection;
+  private sub?: Subscription;
+  private timer?: NodeJS.Timeout;
+  private sweeping = false;
+  private app?: FastifyInstance;
+  private listening?: string;
+
+  private constructor(
+    readonly nodeId: string,
+    private readonly topology: Topology,
+    private readonly store: AcmeStore,
+    private readonly key: NodeKey,
+    private readonly keys: KeyRing,
+    private readonly ctx: AcmeContext,
+    private readonly tls: { cert: string; key: string; certFile: string },
+    private readonly log: Logger,
+    private readonly retransmitMs: number,
+  ) {}
+
+  static async create(opts: EdgeServiceOptions): Promise<EdgeService> {
+    const { topology, nodeId } = opts;
+    const node = topology.node(nodeId);
+    if (node.role !== 'edge') throw new Error(`node "${nodeId}" is a ${node.role}, not an edge`);
+    const acme = topology.acme(nodeId);
+    const log = opts.log ?? createEdgeLogger(nodeId);
+    const unsupported = acme.challenges.filter((c) => !(IMPLEMENTED_CHALLENGES as readonly string[]).includes(c));
+    if (unsupported.length > 0) {
+      throw new Error(`edge ${nodeId}: challenge type(s) ${unsupported.join(', ')} are not available yet (supported: ${IMPLEMENTED_CHALLENGES.join(', ')})`);
+    }
+    const db = await NodeStore.open(topology.storeDir(nodeId));
+    const store = new AcmeStore(db);
+    const key = await loadOrCreateNodeKey(topology.keysDir(), nodeId);
+    const keys = opts.keys ?? (await KeyRing.fromDir(topology.keysDir(), topology.nodes.map((n) => n.id)));
+    const [host, port] = splitHostPort(acme.listen);
+    const baseUrl = (acme.externalUrl ?? `https://${host === '0.0.0.0' || host === '::' ? hostname() : urlHost(host)}:${port}`).replace(/\/$/, '');
+    const tlsNames = [new URL(baseUrl).hostname.replace(/^\[|\]$/g, ''), 'localhost', '127.0.0.1', '::1'];
+    const tls = acme.tls
+      ? await (async () => {
+          const { readFile } = await import('node:fs/promises');
+          return { cert: await readFile(topology.resolvePath(acme.tls!.cert), 'utf8'), key: await readFile(topology.resolvePath(acme.tls!.key), 'utf8'), certFile: topology.resolvePath(acme.tls!.cert) };
+        })()
+      : await loadOrCreateEdgeTls(topology.storeDir(nodeId), tlsNames);
+    const resolver = new SegmentResolver(acme.hosts ?? {}, acme.resolver);
+    const validators: Validators = {
+      'http-01': http01Validator(resolver, acme.http01Port),
+      'dns-01': dns01Validator(resolver),
+    };
+    let self: EdgeService | undefined;
+    const ctx: AcmeContext = {
+      nodeId,
+      topology,
+      acme,
+      baseUrl,
+      paths: ACME_PATHS,
+      store,
+      nonces: new NonceStore(),
+      locks: new KeyedLock(),
+      log,
+      layers: topology.layersFor(nodeId).map((n) => new PolicyLayer(n.id, n.policy)),
+      validators,
+      challengeTypes: acme.challenges,
+      submit: (order, csrDer) => self!.submit(order, csrDer),
+    };
+    self = new EdgeService(nodeId, topology, store, key, keys, ctx, tls, log, opts.retransmitMs ?? 3000);
+    return self;
+  }
+
+  /** The ACME directory URL clients are given. */
+  get directoryUrl(): string {
+    return this.ctx.baseUrl + ACME_PATHS.directory;
+  }
+
+  /** The file holding the certificate the ACME listener serves (trust it in clients). */
+  get tlsCertFile(): string {
+    return this.tls.certFile;
+  }
+
+  get tlsCertPem(): string {
+    return this.tls.cert;
+  }
+
+  async start(): Promise<void> {
+    this.nc = await connectBus(this.topology.natsUrl(this.nodeId), { name: this.nodeId, log: this.log });
+    this.sub = this.nc.subscribe(downSubject(this.nodeId), {
+      callback: (err, msg) => {
+        if (err) return this.log.error({ err }, 'down subscription error');
+        this.onResult(msg.data).catch((e) => this.log.error({ err: e }, 'result handling failed'));
+      },
+    });
+    await this.nc.flush();
+    this.app = buildAcmeServer(this.ctx, this.tls);
+    const [host, port] = splitHostPort(this.ctx.acme.listen);
+    this.listening = await this.app.listen({ host, port });
+    this.timer = setInterval(() => void this.sweep(), Math.min(1000, this.retransmitMs));
+    this.timer.unref();
+    this.log.info({ directory: this.directoryUrl, listen: this.listening, tlsCert: this.tls.certFile, parent: this.parent }, 'edge started');
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.app?.close();
+    this.sub?.unsubscribe();
+    if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
+    // A sweep may be mid-flight; wait for it before closing the store.
+    for (let i = 0; i < 100 && this.sweeping; i++) await new Promise((r) => setTimeout(r, 20));
+    await this.store.db.close();
+    this.log.info('edge stopped');
+  }
+
+  private get parent(): string {
+    return this.topology.node(this.nodeId).parent!;
+  }
+
+  /** Finalize: sign the envelope and put it in the outbox together with the order's new state (one batch). */
+  private async submit(order: OrderRecord, csrDer: Uint8Array): Promise<void> {
+    const node = this.topology.node(this.nodeId);
+    const identifiers = await this.validationRecords(order);
+    const acct = (await this.store.accounts.get(order.accountId))!;
+    const payload = newEdgePayload({
+      origin: { node: this.nodeId, dc: node.dc, ...(node.segment ? { segment: node.segment } : {}) },
+      csr: Buffer.from(csrDer).toString('base64url'),
+      identifiers,
+      account: { id: acct.id, eab: acct.eabKeyId, jwkThumbprint: acct.thumbprint },
+      requested: { notBefore: order.notBefore ?? null, notAfter: order.notAfter ?? null },
+      renewalOf: null,
+      ttlMs: parseDuration(this.topology.config.envelope.ttl),
+    });
+    const jws = await signEdgeEnvelope(payload, this.key);
+    order.envelopeId = payload.id;
+    const now = Date.now();
+    const out: OutboxRecord = { envelopeId: payload.id, orderId: order.id, jws, attempts: 1, nextAt: now + this.retransmitMs, createdAt: now };
+    await this.store.db.batch([
+      { coll: this.store.orders as never, type: 'put', key: order.id, value: order },
+      { coll: this.store.outbox as never, type: 'put', key: payload.id, value: out },
+      { coll: this.store.orderByEnvelope as never, type: 'put', key: payload.id, value: order.id },
+    ]);
+    this.log.info({ envelopeId: payload.id, order: order.id, parent: this.parent }, 'envelope queued');
+    this.publish(out);
+  }
+
+  private async validationRecords(order: OrderRecord): Promise<EnvelopeIdentifier[]> {
+    const out: EnvelopeIdentifier[] = [];
+    for (const [i, authzId] of order.authzIds.entries()) {
+      const authz = (await this.store.authzs.get(authzId))!;
+      const chs = await Promise.all(authz.challengeIds.map((c) => this.store.challenges.get(c)));
+      const valid = chs.find((c) => c?.status === 'valid');
+      const ident = order.identifiers[i]!;
+      out.push({
+        type: ident.type as 'dns' | 'ip',
+        value: ident.value,
+        ...(valid ? { validation: { method: valid.type, at: valid.validated!, ...(valid.validationFrom ? { from: valid.validationFrom } : {}) } } : {}),
+      });
+    }
+    return out;
+  }
+
+  private publish(out: OutboxRecord): void {
+    if (!this.nc || this.nc.isClosed()) return;
+    const h = natsHeaders();
+    h.set(ENVELOPE_ID_HEADER, out.envelopeId);
+    this.nc.publish(upSubject(this.parent), new TextEncoder().encode(out.jws), { headers: h });
+  }
+
+  /** Retransmits unanswered envelopes and expires orders whose result never came. */
+  private async sweep(): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      const now = Date.now();
+      const lifetime = parseDuration(this.ctx.acme.orderLifetime);
+      for await (const [id, out] of this.store.outbox.entries()) {
+        if (out.nextAt > now) continue;
+        if (now - out.createdAt > lifetime) {
+          await this.ctx.locks.run(`order:${out.orderId}`, async () => {
+            const order = await this.store.orders.get(out.orderId);
+            if (order && order.status === 'processing') {
+              order.status = 'invalid';
+              order.error = new RaError('serverInternal', { detail: `no answer from the CA within ${this.ctx.acme.orderLifetime}` }).toProblem();
+              await this.store.orders.put(order.id, order);
+            }
+            await this.store.outbox.del(id);
+          });
+          this.log.warn({ envelopeId: id, order: out.orderId }, 'order expired waiting for the mesh');
+          continue;
+        }
+        out.attempts += 1;
+        out.nextAt = now + Math.min(60_000, this.retransmitMs * 2 ** Math.min(out.attempts - 1, 10));
+        await this.store.outbox.put(id, out);
+        this.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting envelope');
+        this.publish(out);
+      }
+    } catch (e) {
+      this.log.error({ err: e }, 'outbox sweep failed');
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  private async onResult(data: Uint8Array): Promise<void> {
+    let result: ResultPayload;
+    try {
+      result = await verifyResult(new TextDecoder().decode(data), { topology: this.topology, edge: this.nodeId, keys: this.keys });
+    } catch (e) {
+      this.log.warn({ err: e instanceof RaError ? { type: e.type, detail: e.detail, reason: e.reason } : e }, 'result rejected and dropped');
+      return;
+    }
+    const log = this.log.child({ envelopeId: result.id });
+    const orderId = await this.store.orderByEnvelope.get(result.id);
+    if (!orderId) return log.warn('result for an unknown envelope dropped');
+    await this.ctx.locks.run(`order:${orderId}`, async () => {
+      const order = await this.store.orders.get(orderId);
+      if (!order || order.status !== 'processing' || order.envelopeId !== result.id) {
+        await this.store.outbox.del(result.id);
+        return log.debug('duplicate result ignored');
+      }
+      if (result.status === 'valid' && result.certificate) {
+        const certId = order.id;
+        order.status = 'valid';
+        order.certificateId = certId;
+        await this.store.db.batch([
+          { coll: this.store.certificates as never, type: 'put', key: certId, value: { id: certId, orderId: order.id, accountId: order.accountId, chainPem: result.certificate, issuedAt: new Date().toISOString() } },
+          { coll: this.store.orders as never, type: 'put', key: order.id, value: order },
+          { coll: this.store.outbox as never, type: 'del', key: result.id },
+        ]);
+        const total = Date.now() - Date.parse(order.finalizedAt ?? order.createdAt);
+        log.info({ order: order.id, hops: result.hops.map((h) => ({ node: h.node, ms: h.sentAt - h.recvAt })), totalMs: total }, 'certificate received');
+      } else {
+        order.status = 'invalid';
+        order.error = result.problem ?? new RaError('serverInternal', { detail: 'the mesh refused the request' }).toProblem();
+        await this.store.db.batch([
+          { coll: this.store.orders as never, type: 'put', key: order.id, value: order },
+          { coll: this.store.outbox as never, type: 'del', key: result.id },
+        ]);
+        log.info({ order: order.id, problem: order.error.type, detail: order.error.detail }, 'request refused upstream');
+      }
+    });
+  }
+}

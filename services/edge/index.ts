@@ -1,0 +1,1 @@
+export { EdgeService, type EdgeServiceOptions } from './edge-service.js';

@@ -1,0 +1,218 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import { headers as natsHeaders, type NatsConnection, type Subscription } from 'nats';
+import { parseDuration, splitHostPort, urlHost, type Topology } from '../../shared/config/index.js';
+import { connectBus } from '../../shared/bus/connect.js';
+import { downSubject, ENVELOPE_ID_HEADER, upSubject } from '../../shared/bus/subjects.js';
+import {
+  KeyRing,
+  loadOrCreateNodeKey,
+  ReplayGuard,
+  signResult,
+  verifyEnvelope,
+  type NodeKey,
+  type ResultPayload,
+  type VerifiedEnvelope,
+} from '../../shared/envelope/index.js';
+import { RaError, toRaError } from '../../shared/errors/index.js';
+import { csrNames, parseCsr } from '../../shared/pki/index.js';
+import { PolicyLayer, resolveLifetime } from '../../shared/policy/index.js';
+import { KeyedLock, NodeStore, type Collection } from '../../shared/store/index.js';
+import { BuiltinCas } from './cas/builtin-cas.js';
+import type { CertificateAuthorityService } from './cas/cas.js';
+import { createGatewayLogger, type Logger } from './logger.js';
+
+export interface GatewayServiceOptions {
+  topology: Topology;
+  nodeId?: string;
+  log?: Logger;
+  keys?: KeyRing;
+  cas?: CertificateAuthorityService;
+}
+
+/** What the gateway remembers of every envelope it answered: the idempotency record. */
+interface ResultRecord {
+  id: string;
+  digest: string;
+  edge: string;
+  status: 'valid' | 'invalid';
+  jws: string;
+  serial?: string;
+  at: number;
+}
+
+/**
+ * The root gateway: verifies the whole envelope chain against the topology, applies the final policy
+ * layer, calls the CA service once per envelope id, and routes the signed result to the origin edge.
+ */
+export class GatewayService {
+  private nc?: NatsConnection;
+  private sub?: Subscription;
+  private http?: FastifyInstance;
+  private readonly locks = new KeyedLock();
+  private readonly replay: ReplayGuard;
+  private readonly results: Collection<ResultRecord>;
+  private readonly layers: Map<string, PolicyLayer>;
+  private inflight = new Set<Promise<void>>();
+  /** Count of CA calls made by this process (tests and metrics read it). */
+  issued = 0;
+
+  private constructor(
+    readonly nodeId: string,
+    private readonly topology: Topology,
+    private readonly db: NodeStore,
+    private readonly key: NodeKey,
+    private readonly keys: KeyRing,
+    readonly cas: CertificateAuthorityService,
+    private readonly log: Logger,
+  ) {
+    this.results = db.collection('result');
+    this.replay = new ReplayGuard({ ttlMs: parseDuration(topology.config.envelope.ttl) * 2, max: 100_000 });
+    this.layers = new Map(topology.nodes.map((n) => [n.id, new PolicyLayer(n.id, n.policy)]));
+  }
+
+  static async create(opts: GatewayServiceOptions): Promise<GatewayService> {
+    const { topology } = opts;
+    const nodeId = opts.nodeId ?? topology.gateway().id;
+    const node = topology.node(nodeId);
+    if (node.role !== 'gateway') throw new Error(`node "${nodeId}" is a ${node.role}, not the gateway`);
+    const log = opts.log ?? createGatewayLogger(nodeId);
+    const db = await NodeStore.open(topology.storeDir(nodeId));
+    const key = await loadOrCreateNodeKey(topology.keysDir(), nodeId);
+    const keys = opts.keys ?? (await KeyRing.fromDir(topology.keysDir(), topology.nodes.map((n) => n.id)));
+    const cas = opts.cas ?? (await BuiltinCas.create(topology.storeDir(nodeId), topology.config.mesh, log));
+    return new GatewayService(nodeId, topology, db, key, keys, cas, log);
+  }
+
+  /** Base URL of the HTTP endpoint (/roots.pem, /health). */
+  httpUrl?: string;
+
+  async start(): Promise<void> {
+    this.nc = await connectBus(this.topology.natsUrl(this.nodeId), { name: this.nodeId, log: this.log });
+    this.sub = this.nc.subscribe(upSubject(this.nodeId), {
+      queue: this.nodeId,
+      callback: (err, msg) => {
+        if (err) return this.log.error({ err }, 'up subscription error');
+        const p = this.onEnvelope(msg.data).catch((e) => this.log.error({ err: e }, 'envelope handling failed'));
+        this.inflight.add(p);
+        void p.finally(() => this.inflight.delete(p));
+      },
+    });
+    await this.nc.flush();
+    this.http = Fastify({ logger: false });
+    this.http.get('/roots.pem', async (_req, reply) => reply.type('application/pem-certificate-chain').send(await this.cas.rootsPem()));
+    this.http.get('/health', async () => ({ status: 'ok', node: this.nodeId, nats: this.nc?.isClosed() ? 'closed' : 'connected', cas: this.cas.type }));
+    const [host, port] = splitHostPort(this.topology.node(this.nodeId).http ?? '127.0.0.1:8080');
+    await this.http.listen({ host, port });
+    const addr = this.http.server.address();
+    this.httpUrl = typeof addr === 'object' && addr ? `http://${urlHost(host)}:${addr.port}` : undefined;
+    this.log.info({ roots: `${this.httpUrl}/roots.pem`, cas: this.cas.type }, 'gateway started');
+  }
+
+  async stop(): Promise<void> {
+    this.sub?.unsubscribe();
+    await Promise.allSettled([...this.inflight]);
+    await this.http?.close();
+    if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
+    await this.db.close();
+    this.log.info('gateway stopped');
+  }
+
+  private async onEnvelope(data: Uint8Array): Promise<void> {
+    const recvAt = Date.now();
+    let env: VerifiedEnvelope;
+    try {
+      env = await verifyEnvelope(new TextDecoder().decode(data), { topology: this.topology, verifier: this.nodeId, keys: this.keys, replay: this.replay });
+    } catch (e) {
+      const err = toRaError(e);
+      // A malformed or forged envelope is dropped and logged; it never crashes the node.
+      this.log.warn({ reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
+      return;
+    }
+    const id = env.payload.id;
+    const log = this.log.child({ envelopeId: id, origin: env.payload.origin.node });
+    await this.locks.run(id, async () => {
+      const prior = await this.results.get(id);
+      if (prior) {
+        if (prior.digest !== env.digest) return log.warn('envelope id reused with other content: dropped');
+        // Idempotent redelivery: the stored answer again, never a second certificate.
+        log.info({ status: prior.status }, 'redelivered envelope answered from the result store');
+        return this.publishResult(prior.edge, prior.jws, id);
+      }
+      for (const h of env.hops) {
+        const current = this.layers.get(h.node)?.label;
+        if (current !== h.policy) log.warn({ node: h.node, hopPolicy: h.policy, topologyPolicy: current }, 'relay applied a policy layer that differs from the topology');
+      }
+      let result: Omit<ResultPayload, 'iat'>;
+      let serial: string | undefined;
+      try {
+        const issued = await this.issue(env, log);
+        serial = issued.serial;
+        result = this.resultPayload(env, recvAt, { status: 'valid', certificate: issued.chainPem });
+      } catch (e) {
+        const err = toRaError(e);
+        if (err.type === 'serverInternal') {
+          // Transient or internal: nothing is stored, the edge retransmits and the call is retried.
+          log.error({ err: err.cause ?? err }, 'issuance failed; will answer a retransmission');
+          return;
+        }
+        log.info({ problem: err.type, detail: err.detail }, 'request refused');
+        result = this.resultPayload(env, recvAt, { status: 'invalid', problem: err.toProblem() });
+      }
+      const payload = { ...result, gateway: { ...result.gateway, sentAt: Date.now() }, iat: Math.floor(Date.now() / 1000) } as ResultPayload;
+      const jws = await signResult(payload, this.key);
+      await this.results.put(id, { id, digest: env.digest, edge: env.payload.origin.node, status: payload.status, jws, ...(serial ? { serial } : {}), at: Date.now() });
+      this.publishResult(env.payload.origin.node, jws, id);
+      log.info({ status: payload.status, serial, path: env.path }, 'result sent');
+    });
+  }
+
+  private resultPayload(env: VerifiedEnvelope, recvAt: number, r: Pick<ResultPayload, 'status' | 'certificate' | 'problem'>): Omit<ResultPayload, 'iat'> {
+    return {
+      v: 1,
+      id: env.payload.id,
+      edge: env.payload.origin.node,
+      ...r,
+      hops: env.hops,
+      gateway: { node: this.nodeId, recvAt, sentAt: 0 },
+    } as Omit<ResultPayload, 'iat'>;
+  }
+
+  /** Final checks of the gateway layer, then the one CA call. */
+  private async issue(env: VerifiedEnvelope, log: Logger): Promise<{ chainPem: string; serial: string }> {
+    const p = env.payload;
+    const csr = await parseCsr(Buffer.from(p.csr, 'base64url'));
+    const want = new Set(p.identifiers.map((i) => `${i.type}:${i.value}`));
+    const got = new Set(csrNames(csr).map((i) => `${i.type}:${i.value}`));
+    // RFC 8555 §7.4: the CSR names exactly the validated identifiers; checked again here (never trust the hop below).
+    if (want.size !== got.size || [...got].some((k) => !want.has(k))) {
+      throw new RaError('badCSR', { detail: 'the CSR does not name exactly the validated identifiers' });
+    }
+    const unvalidated = p.identifiers.filter((i) => !i.validation);
+    if (unvalidated.length > 0) {
+      throw new RaError('unauthorized', { detail: `no validation record for ${unvalidated.map((i) => i.value).join(', ')}` });
+    }
+    this.layers.get(this.nodeId)!.enforce(p.identifiers.map(({ type, value }) => ({ type, value })));
+    const path = this.topology.pathToGateway(p.origin.node);
+    const requestedMs = p.requested.notAfter ? Date.parse(p.requested.notAfter) - (p.requested.notBefore ? Date.parse(p.requested.notBefore) : Date.now()) : undefined;
+    const lifetimeMs = resolveLifetime(path.map((id) => this.topology.node(id).policy), requestedMs);
+    const res = await this.cas.createCertificate({
+      csrDer: csr.der,
+      dnsNames: p.identifiers.filter((i) => i.type === 'dns').map((i) => i.value),
+      ipAddresses: p.identifiers.filter((i) => i.type === 'ip').map((i) => i.value),
+      lifetimeMs,
+      ...(p.requested.notBefore ? { notBefore: new Date(p.requested.notBefore) } : {}),
+      requestId: p.id,
+      provenance: { path: env.path.concat(this.nodeId), origin: p.origin, accountId: p.account.id },
+    });
+    this.issued += 1;
+    log.info({ serial: res.serial, notAfter: res.notAfter.toISOString(), lifetimeMs }, 'certificate issued');
+    return res;
+  }
+
+  private publishResult(edge: string, jws: string, id: string): void {
+    if (!this.nc || this.nc.isClosed()) return;
+    const h = natsHeaders();
+    h.set(ENVELOPE_ID_HEADER, id);
+    this.nc.publish(downSubject(edge), new TextEncoder().encode(jws), { headers: h });
+  }
+}

@@ -1,0 +1,1 @@
+export { RelayService, type RelayServiceOptions } from './relay-service.js';

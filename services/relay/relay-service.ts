@@ -1,0 +1,131 @@
+import { headers as natsHeaders, type NatsConnection, type Subscription } from 'nats';
+import { parseDuration, type Topology } from '../../shared/config/index.js';
+import { connectBus } from '../../shared/bus/connect.js';
+import { downSubject, ENVELOPE_ID_HEADER, upSubject } from '../../shared/bus/subjects.js';
+import {
+  KeyRing,
+  loadOrCreateNodeKey,
+  ReplayGuard,
+  signResult,
+  verifyEnvelope,
+  wrapEnvelope,
+  type NodeKey,
+  type ResultPayload,
+} from '../../shared/envelope/index.js';
+import { toRaError } from '../../shared/errors/index.js';
+import { PolicyLayer } from '../../shared/policy/index.js';
+import { createRelayLogger, type Logger } from './logger.js';
+
+export interface RelayServiceOptions {
+  topology: Topology;
+  nodeId: string;
+  log?: Logger;
+  keys?: KeyRing;
+}
+
+/**
+ * A relay RA: verifies what its children send (the whole chain below it, against the topology),
+ * enforces its own policy layer, wraps and countersigns the envelope and forwards it to its parent.
+ * A refusal is signed by the relay and sent straight back to the origin edge.
+ */
+export class RelayService {
+  private nc?: NatsConnection;
+  private sub?: Subscription;
+  private readonly replay: ReplayGuard;
+  private readonly layer: PolicyLayer;
+  private readonly ttlMs: number;
+  private inflight = new Set<Promise<void>>();
+
+  private constructor(
+    readonly nodeId: string,
+    private readonly topology: Topology,
+    private readonly key: NodeKey,
+    private readonly keys: KeyRing,
+    private readonly log: Logger,
+  ) {
+    this.ttlMs = parseDuration(topology.config.envelope.ttl);
+    this.replay = new ReplayGuard({ ttlMs: this.ttlMs * 2, max: 100_000 });
+    const node = topology.node(nodeId);
+    this.layer = new PolicyLayer(node.id, node.policy);
+  }
+
+  static async create(opts: RelayServiceOptions): Promise<RelayService> {
+    const node = opts.topology.node(opts.nodeId);
+    if (node.role !== 'relay') throw new Error(`node "${opts.nodeId}" is a ${node.role}, not a relay`);
+    const key = await loadOrCreateNodeKey(opts.topology.keysDir(), opts.nodeId);
+    const keys = opts.keys ?? (await KeyRing.fromDir(opts.topology.keysDir(), opts.topology.nodes.map((n) => n.id)));
+    return new RelayService(opts.nodeId, opts.topology, key, keys, opts.log ?? createRelayLogger(opts.nodeId));
+  }
+
+  private get parent(): string {
+    return this.topology.node(this.nodeId).parent!;
+  }
+
+  async start(): Promise<void> {
+    this.nc = await connectBus(this.topology.natsUrl(this.nodeId), { name: this.nodeId, log: this.log });
+    this.sub = this.nc.subscribe(upSubject(this.nodeId), {
+      queue: this.nodeId,
+      callback: (err, msg) => {
+        if (err) return this.log.error({ err }, 'up subscription error');
+        const p = this.onEnvelope(msg.data).catch((e) => this.log.error({ err: e }, 'envelope handling failed'));
+        this.inflight.add(p);
+        void p.finally(() => this.inflight.delete(p));
+      },
+    });
+    await this.nc.flush();
+    this.log.info({ parent: this.parent, policy: this.layer.label }, 'relay started');
+  }
+
+  async stop(): Promise<void> {
+    this.sub?.unsubscribe();
+    await Promise.allSettled([...this.inflight]);
+    if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
+    this.log.info('relay stopped');
+  }
+
+  private async onEnvelope(data: Uint8Array): Promise<void> {
+    const recvAt = Date.now();
+    const jws = new TextDecoder().decode(data);
+    let env;
+    try {
+      env = await verifyEnvelope(jws, { topology: this.topology, verifier: this.nodeId, keys: this.keys, replay: this.replay });
+    } catch (e) {
+      const err = toRaError(e);
+      // Malformed, forged or replayed envelopes are dropped and logged; they never crash the relay.
+      this.log.warn({ reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
+      return;
+    }
+    const id = env.payload.id;
+    const log = this.log.child({ envelopeId: id, origin: env.payload.origin.node });
+    try {
+      // Never trust the hop below: this layer is enforced here whatever the edge already checked.
+      this.layer.enforce(env.payload.identifiers.map(({ type, value }) => ({ type, value })));
+    } catch (e) {
+      const err = toRaError(e);
+      log.info({ problem: err.type, detail: err.detail }, 'request refused by this layer');
+      const now = Date.now();
+      const result: ResultPayload = {
+        v: 1,
+        id,
+        edge: env.payload.origin.node,
+        status: 'invalid',
+        problem: err.toProblem(),
+        hops: env.hops,
+        gateway: { node: this.nodeId, recvAt, sentAt: now },
+        iat: Math.floor(now / 1000),
+      };
+      this.publish(downSubject(env.payload.origin.node), await signResult(result, this.key), id);
+      return;
+    }
+    const wrapped = await wrapEnvelope(jws, { node: this.nodeId, recvAt, policy: this.layer.label, decision: 'allow' }, this.key, { ttlMs: this.ttlMs });
+    this.publish(upSubject(this.parent), wrapped, id);
+    log.debug({ parent: this.parent, redelivery: env.redelivery }, 'envelope forwarded');
+  }
+
+  private publish(subject: string, jws: string, id: string): void {
+    if (!this.nc || this.nc.isClosed()) return;
+    const h = natsHeaders();
+    h.set(ENVELOPE_ID_HEADER, id);
+    this.nc.publish(subject, new TextEncoder().encode(jws), { headers: h });
+  }
+}
