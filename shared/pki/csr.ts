@@ -6,7 +6,7 @@
 // ECDSA (DER signatures) and Ed25519/Ed448 without format conversions.
 
 import { createPublicKey, constants as cryptoConstants, verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import { Pkcs10CertificateRequest, SubjectAlternativeNameExtension } from '@peculiar/x509';
+import { Pkcs10CertificateRequest, SubjectAlternativeNameExtension } from './x509.js';
 import { RaError } from '../errors/index.js';
 import { readTlv, splitSigned } from './der.js';
 import { canonicalIp, ipFromBytes } from './ip.js';

@@ -1,0 +1,461 @@
+// The embedded CA of the gateway (the "builtin" CA service): a root and an intermediate kept in a
+// directory, created on first start, and leaf issuance from the intermediate.
+
+import {
+  X509Certificate as NodeX509Certificate,
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  randomBytes,
+  webcrypto,
+  type KeyObject,
+} from 'node:crypto';
+import { link, mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  AuthorityKeyIdentifierExtension,
+  BasicConstraintsExtension,
+  ExtendedKeyUsage,
+  ExtendedKeyUsageExtension,
+  KeyUsageFlags,
+  KeyUsagesExtension,
+  SubjectAlternativeNameExtension,
+  SubjectKeyIdentifierExtension,
+  X509Certificate,
+  X509CertificateGenerator,
+  type Extension,
+  type JsonGeneralName,
+  type JsonName,
+} from './x509.js';
+import { RaError } from '../errors/index.js';
+import type { Logger } from '../logging/logger.js';
+import { parseCsr } from './csr.js';
+import { readTlv } from './der.js';
+import { canonicalIp } from './ip.js';
+import { derToPem, pemBlocks } from './pem.js';
+
+export interface SignRequest {
+  csrDer: Uint8Array;
+  /** Exactly the DNS names to put in the SAN (already validated by the caller). */
+  dnsNames: string[];
+  /** Exactly the IP addresses to put in the SAN (already validated by the caller). */
+  ipAddresses: string[];
+  lifetimeMs: number;
+  /** Default: now - 1 minute (clock skew). */
+  notBefore?: Date;
+}
+
+export interface SignedCertificate {
+  /** The leaf, PEM. */
+  certificatePem: string;
+  /** Leaf + intermediate, PEM concatenated (what ACME serves). */
+  chainPem: string;
+  /** Hex, lower-case. */
+  serial: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+export interface BuiltinCaOptions {
+  /** Used in the CA subject names when the CA is created. Default "ra-mesh". */
+  name?: string;
+  log?: Logger;
+}
+
+export const CA_FILES = {
+  root: 'root.pem',
+  rootKey: 'root.key.pem',
+  intermediate: 'intermediate.pem',
+  intermediateKey: 'intermediate.key.pem',
+} as const;
+
+const ORGANIZATION = 'ra-mesh';
+const ROOT_YEARS = 10;
+const INTERMEDIATE_YEARS = 5;
+/** CA certificates start this far in the past, so leaves back-dated for clock skew nest inside. */
+const CA_BACKDATE_MS = 60 * 60 * 1000;
+const DEFAULT_SKEW_MS = 60 * 1000;
+/** RFC 5280 ub-common-name: a longer name cannot be the CN and stays in the SAN only. */
+const MAX_CN_LENGTH = 64;
+
+// Node's WebCrypto, passed to every @peculiar/x509 call (no global provider state).
+const crypto = webcrypto;
+type CryptoKey = webcrypto.CryptoKey;
+type CryptoKeyPair = webcrypto.CryptoKeyPair;
+type EcdsaParams = webcrypto.EcdsaParams;
+type EcKeyImportParams = webcrypto.EcKeyImportParams;
+
+const EC_SIGNING: Record<string, { namedCurve: string; hash: string }> = {
+  prime256v1: { namedCurve: 'P-256', hash: 'SHA-256' },
+  secp384r1: { namedCurve: 'P-384', hash: 'SHA-384' },
+  secp521r1: { namedCurve: 'P-521', hash: 'SHA-512' },
+};
+
+interface CaKey {
+  key: CryptoKey;
+  hash: string;
+}
+
+export class BuiltinCa {
+  readonly #rootPem: string;
+  readonly #rootDer: Uint8Array;
+  readonly #intermediatePem: string;
+  readonly #intermediate: X509Certificate;
+  readonly #intermediateKey: CaKey;
+  readonly #intermediateKeyId: string;
+
+  private constructor(rootDer: Uint8Array, intermediateDer: Uint8Array, intermediateKey: CaKey) {
+    this.#rootDer = rootDer;
+    this.#rootPem = derToPem(rootDer, 'CERTIFICATE');
+    this.#intermediatePem = derToPem(intermediateDer, 'CERTIFICATE');
+    this.#intermediate = new X509Certificate(intermediateDer);
+    this.#intermediateKey = intermediateKey;
+    const ski = this.#intermediate.getExtension(SubjectKeyIdentifierExtension);
+    this.#intermediateKeyId = ski?.keyId ?? keyIdentifier(new Uint8Array(this.#intermediate.publicKey.rawData));
+  }
+
+  /**
+   * Loads the CA kept in `dir`, or creates it there when the directory holds none of its files.
+   * Throws (never regenerates) when only some files exist or they do not form a valid CA:
+   * a new CA would orphan every certificate already issued.
+   */
+  static async loadOrCreate(dir: string, opts: BuiltinCaOptions = {}): Promise<BuiltinCa> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const paths = Object.values(CA_FILES).map((f) => join(dir, f));
+    const present = await Promise.all(paths.map(exists));
+    let ca: BuiltinCa;
+    let event: string;
+    if (present.every((p) => !p)) {
+      ca = await BuiltinCa.create(dir, opts.name ?? 'ra-mesh');
+      event = 'builtin CA created';
+    } else if (present.every((p) => p)) {
+      ca = await BuiltinCa.load(dir, opts.log);
+      event = 'builtin CA loaded';
+    } else {
+      const missing = Object.values(CA_FILES).filter((_, i) => !present[i]);
+      throw new Error(
+        `builtin CA store ${dir} is incomplete (missing ${missing.join(', ')}); refusing to create a new CA, which would ` +
+          'orphan the certificates already issued. Restore the missing files, or remove the directory to start a new CA.',
+      );
+    }
+    opts.log?.info(
+      { rootFingerprint: ca.rootFingerprint(), dir, intermediateNotAfter: ca.#intermediate.notAfter.toISOString() },
+      event,
+    );
+    return ca;
+  }
+
+  rootPem(): string {
+    return this.#rootPem;
+  }
+
+  intermediatePem(): string {
+    return this.#intermediatePem;
+  }
+
+  /** SHA-256 of the root certificate DER, upper-case hex with colons. */
+  rootFingerprint(): string {
+    return fingerprint(this.#rootDer);
+  }
+
+  /**
+   * Issues a leaf signed by the intermediate for the public key of `req.csrDer`, naming exactly
+   * `req.dnsNames` and `req.ipAddresses` (nothing else from the CSR is used). The CSR signature is
+   * checked again (RaError badCSR). notAfter = notBefore + lifetimeMs, cut at the intermediate's notAfter.
+   */
+  async sign(req: SignRequest): Promise<SignedCertificate> {
+    const csr = await parseCsr(req.csrDer);
+
+    const dnsNames = unique(req.dnsNames.map((n) => n.toLowerCase()));
+    for (const n of dnsNames) {
+      if (!/^[\x21-\x7e]{1,253}$/.test(n)) throw new RaError('rejectedIdentifier', { detail: `"${n}" cannot be a DNS name in a certificate` });
+    }
+    const ipAddresses = unique(
+      req.ipAddresses.map((ip) => {
+        const c = canonicalIp(ip);
+        if (c === null) throw new RaError('rejectedIdentifier', { detail: `"${ip}" is not an IP address` });
+        return c;
+      }),
+    );
+    if (dnsNames.length + ipAddresses.length === 0) {
+      throw new RaError('rejectedIdentifier', { detail: 'a certificate needs at least one DNS name or IP address' });
+    }
+    if (!Number.isFinite(req.lifetimeMs) || req.lifetimeMs <= 0) {
+      throw new RaError('serverInternal', { detail: `invalid certificate lifetime ${req.lifetimeMs} ms` });
+    }
+
+    const inter = this.#intermediate;
+    // X.509 times have whole seconds: start on a second so notAfter - notBefore is the lifetime.
+    const requestedStart = req.notBefore?.getTime() ?? Date.now() - DEFAULT_SKEW_MS;
+    if (!Number.isFinite(requestedStart)) throw new RaError('serverInternal', { detail: 'invalid notBefore' });
+    const start = Math.max(Math.floor(requestedStart / 1000) * 1000, inter.notBefore.getTime());
+    const end = Math.min(start + req.lifetimeMs, inter.notAfter.getTime());
+    if (end <= start) {
+      throw new RaError('serverInternal', { detail: 'the builtin CA intermediate certificate has expired' });
+    }
+
+    const cn = [...dnsNames, ...ipAddresses].find((n) => n.length <= MAX_CN_LENGTH);
+    const sanNames: JsonGeneralName[] = [
+      ...dnsNames.map((value): JsonGeneralName => ({ type: 'dns', value })),
+      ...ipAddresses.map((value): JsonGeneralName => ({ type: 'ip', value })),
+    ];
+    const keyUsage =
+      csr.keyAlgorithm === 'RSA' && csr.keyDescription.startsWith('RSA ')
+        ? KeyUsageFlags.digitalSignature | KeyUsageFlags.keyEncipherment
+        : KeyUsageFlags.digitalSignature;
+    const serial = randomSerial();
+    const extensions: Extension[] = [
+      new BasicConstraintsExtension(false, undefined, true),
+      new KeyUsagesExtension(keyUsage, true),
+      new ExtendedKeyUsageExtension([ExtendedKeyUsage.serverAuth, ExtendedKeyUsage.clientAuth], false),
+      new SubjectKeyIdentifierExtension(keyIdentifier(csr.publicKeySpki), false),
+      new AuthorityKeyIdentifierExtension(this.#intermediateKeyId, false),
+      // RFC 5280 §4.2.1.6: with an empty subject the SAN must be critical.
+      new SubjectAlternativeNameExtension(sanNames, cn === undefined),
+    ];
+
+    let cert: X509Certificate;
+    try {
+      cert = await X509CertificateGenerator.create(
+        {
+          serialNumber: serial,
+          ...(cn !== undefined ? { subject: [{ CN: [cn] }] satisfies JsonName } : {}),
+          issuer: inter.subjectName,
+          notBefore: new Date(start),
+          notAfter: new Date(end),
+          publicKey: csr.publicKeySpki,
+          signingKey: this.#intermediateKey.key,
+          signingAlgorithm: { name: 'ECDSA', hash: { name: this.#intermediateKey.hash } } as EcdsaParams,
+          extensions,
+        },
+        crypto,
+      );
+    } catch (e) {
+      throw new RaError('serverInternal', { detail: 'the builtin CA could not sign the certificate', cause: e });
+    }
+    const certificatePem = derToPem(new Uint8Array(cert.rawData), 'CERTIFICATE');
+    return {
+      certificatePem,
+      chainPem: certificatePem + this.#intermediatePem,
+      serial,
+      notBefore: cert.notBefore,
+      notAfter: cert.notAfter,
+    };
+  }
+
+  private static async create(dir: string, name: string): Promise<BuiltinCa> {
+    const ecdsa = (namedCurve: string) => ({ name: 'ECDSA', namedCurve });
+    const rootKeys = (await crypto.subtle.generateKey(ecdsa('P-384'), true, ['sign', 'verify'])) as CryptoKeyPair;
+    const interKeys = (await crypto.subtle.generateKey(ecdsa('P-256'), true, ['sign', 'verify'])) as CryptoKeyPair;
+
+    const notBefore = new Date(Math.floor((Date.now() - CA_BACKDATE_MS) / 1000) * 1000);
+    const rootSubject: JsonName = [{ O: [ORGANIZATION] }, { CN: [`${name} Root CA`] }];
+    const interSubject: JsonName = [{ O: [ORGANIZATION] }, { CN: [`${name} Intermediate CA`] }];
+    const rootSpki = new Uint8Array(await crypto.subtle.exportKey('spki', rootKeys.publicKey));
+    const interSpki = new Uint8Array(await crypto.subtle.exportKey('spki', interKeys.publicKey));
+    const rootKeyId = keyIdentifier(rootSpki);
+
+    const root = await X509CertificateGenerator.create(
+      {
+        serialNumber: randomSerial(),
+        subject: rootSubject,
+        issuer: rootSubject,
+        notBefore,
+        notAfter: addYears(notBefore, ROOT_YEARS),
+        publicKey: rootSpki,
+        signingKey: rootKeys.privateKey,
+        signingAlgorithm: { name: 'ECDSA', hash: { name: 'SHA-384' } } as EcdsaParams,
+        extensions: [
+          new BasicConstraintsExtension(true, 1, true),
+          new KeyUsagesExtension(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign, true),
+          new SubjectKeyIdentifierExtension(rootKeyId, false),
+        ],
+      },
+      crypto,
+    );
+    const intermediate = await X509CertificateGenerator.create(
+      {
+        serialNumber: randomSerial(),
+        subject: interSubject,
+        issuer: root.subjectName,
+        notBefore,
+        notAfter: addYears(notBefore, INTERMEDIATE_YEARS),
+        publicKey: interSpki,
+        signingKey: rootKeys.privateKey,
+        signingAlgorithm: { name: 'ECDSA', hash: { name: 'SHA-384' } } as EcdsaParams,
+        extensions: [
+          new BasicConstraintsExtension(true, 0, true),
+          // digitalSignature too, so the intermediate can sign OCSP responses later.
+          new KeyUsagesExtension(KeyUsageFlags.digitalSignature | KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign, true),
+          new ExtendedKeyUsageExtension([ExtendedKeyUsage.serverAuth, ExtendedKeyUsage.clientAuth], false),
+          new SubjectKeyIdentifierExtension(keyIdentifier(interSpki), false),
+          new AuthorityKeyIdentifierExtension(rootKeyId, false),
+        ],
+      },
+      crypto,
+    );
+
+    const rootDer = new Uint8Array(root.rawData);
+    const interDer = new Uint8Array(intermediate.rawData);
+    const pkcs8 = async (k: CryptoKey) => derToPem(new Uint8Array(await crypto.subtle.exportKey('pkcs8', k)), 'PRIVATE KEY');
+    // Keys first: a crash part-way leaves an incomplete store, which the next start refuses loudly.
+    await writeExclusive(join(dir, CA_FILES.rootKey), await pkcs8(rootKeys.privateKey), 0o600);
+    await writeExclusive(join(dir, CA_FILES.intermediateKey), await pkcs8(interKeys.privateKey), 0o600);
+    await writeExclusive(join(dir, CA_FILES.root), derToPem(rootDer, 'CERTIFICATE'), 0o644);
+    await writeExclusive(join(dir, CA_FILES.intermediate), derToPem(interDer, 'CERTIFICATE'), 0o644);
+
+    return new BuiltinCa(rootDer, interDer, { key: await importSigningKey(interKeys.privateKey), hash: 'SHA-256' });
+  }
+
+  private static async load(dir: string, log?: Logger): Promise<BuiltinCa> {
+    const fail = (what: string, cause?: unknown): never => {
+      throw new Error(`builtin CA store ${dir}: ${what}`, cause === undefined ? undefined : { cause });
+    };
+    const read = async (file: string): Promise<string> => {
+      const path = join(dir, file);
+      if (file.endsWith('.key.pem')) {
+        const mode = (await stat(path)).mode & 0o777;
+        if (mode & 0o077) log?.warn({ path, mode: mode.toString(8) }, 'builtin CA key file is readable by group or others; it should be mode 0600');
+      }
+      return readFile(path, 'utf8');
+    };
+    const certDer = (pem: string, file: string): Uint8Array => {
+      let blocks;
+      try {
+        blocks = pemBlocks(pem).filter((b) => b.label === 'CERTIFICATE');
+      } catch (e) {
+        return fail(`${file} is not valid PEM`, e);
+      }
+      if (blocks.length !== 1) fail(`${file} must hold exactly one CERTIFICATE (found ${blocks.length})`);
+      return blocks[0]!.der;
+    };
+    const privateKey = (pem: string, file: string): KeyObject => {
+      try {
+        return createPrivateKey({ key: pem, format: 'pem' });
+      } catch (e) {
+        return fail(`${file} is not a valid private key`, e);
+      }
+    };
+    const nodeCert = (der: Uint8Array, file: string): NodeX509Certificate => {
+      try {
+        return new NodeX509Certificate(der);
+      } catch (e) {
+        return fail(`${file} is not a valid certificate`, e);
+      }
+    };
+
+    const rootDer = certDer(await read(CA_FILES.root), CA_FILES.root);
+    const interDer = certDer(await read(CA_FILES.intermediate), CA_FILES.intermediate);
+    const rootKey = privateKey(await read(CA_FILES.rootKey), CA_FILES.rootKey);
+    const interKey = privateKey(await read(CA_FILES.intermediateKey), CA_FILES.intermediateKey);
+    const root = nodeCert(rootDer, CA_FILES.root);
+    const inter = nodeCert(interDer, CA_FILES.intermediate);
+
+    if (!root.ca) fail(`${CA_FILES.root} is not a CA certificate`);
+    if (!inter.ca) fail(`${CA_FILES.intermediate} is not a CA certificate`);
+    if (!root.verify(root.publicKey)) fail(`${CA_FILES.root} is not a valid self-signed certificate`);
+    if (!inter.checkIssued(root) || !inter.verify(root.publicKey)) fail(`${CA_FILES.intermediate} is not issued by ${CA_FILES.root}`);
+    if (!sameKey(rootKey, root.publicKey)) fail(`${CA_FILES.rootKey} does not match ${CA_FILES.root}`);
+    if (!sameKey(interKey, inter.publicKey)) fail(`${CA_FILES.intermediateKey} does not match ${CA_FILES.intermediate}`);
+
+    const curve = interKey.asymmetricKeyType === 'ec' ? EC_SIGNING[interKey.asymmetricKeyDetails?.namedCurve ?? ''] : undefined;
+    if (!curve) fail(`${CA_FILES.intermediateKey} must be an EC P-256, P-384 or P-521 key`);
+    let key: CryptoKey;
+    try {
+      const der = interKey.export({ type: 'pkcs8', format: 'der' });
+      key = await crypto.subtle.importKey('pkcs8', der, { name: 'ECDSA', namedCurve: curve!.namedCurve }, false, ['sign']);
+    } catch (e) {
+      return fail(`${CA_FILES.intermediateKey} cannot be used for signing`, e);
+    }
+    if (new Date(inter.validTo).getTime() <= Date.now()) {
+      log?.warn({ notAfter: inter.validTo }, 'builtin CA intermediate certificate has expired; issuance will fail');
+    }
+    return new BuiltinCa(rootDer, interDer, { key, hash: curve!.hash });
+  }
+}
+
+/** SHA-256 fingerprint of a DER blob: upper-case hex with colons. */
+export function fingerprint(der: Uint8Array): string {
+  return createHash('sha256').update(der).digest('hex').toUpperCase().match(/../g)!.join(':');
+}
+
+/**
+ * A certificate serial: 16 bytes from the CSPRNG with the top bit cleared, so it is positive, and a
+ * non-zero first byte, so its DER INTEGER is exactly 16 bytes (≥ 64 bits of entropy: CA/B Forum
+ * BR 7.1). Lower-case hex.
+ */
+export function randomSerial(): string {
+  for (;;) {
+    const b = randomBytes(16);
+    b[0]! &= 0x7f;
+    if (b[0] !== 0) return b.toString('hex');
+  }
+}
+
+/** RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING value, hex. */
+function keyIdentifier(spki: Uint8Array): string {
+  const outer = readTlv(spki, 0);
+  const alg = readTlv(spki, outer.contentStart);
+  const bits = readTlv(spki, alg.end);
+  return createHash('sha1')
+    .update(spki.subarray(bits.contentStart + 1, bits.end))
+    .digest('hex');
+}
+
+function sameKey(priv: KeyObject, pub: KeyObject): boolean {
+  const a = createPublicKey(priv).export({ type: 'spki', format: 'der' });
+  const b = pub.export({ type: 'spki', format: 'der' });
+  return a.equals(b);
+}
+
+/** Re-import a generated key as non-extractable for signing. */
+async function importSigningKey(k: CryptoKey): Promise<CryptoKey> {
+  const der = await crypto.subtle.exportKey('pkcs8', k);
+  return crypto.subtle.importKey('pkcs8', der, k.algorithm as EcKeyImportParams, false, ['sign']);
+}
+
+function addYears(d: Date, years: number): Date {
+  const r = new Date(d.getTime());
+  r.setUTCFullYear(r.getUTCFullYear() + years);
+  return r;
+}
+
+function unique(xs: string[]): string[] {
+  return [...new Set(xs)];
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+}
+
+/**
+ * Writes `data` to `path` with `mode`, durably and without ever replacing an existing file: the
+ * data goes to a temporary file that is fsync'ed and then hard-linked into place (link fails if
+ * `path` exists, e.g. when two processes create the same store at once).
+ */
+async function writeExclusive(path: string, data: string, mode: number): Promise<void> {
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  const fh = await open(tmp, 'wx', mode);
+  try {
+    await fh.writeFile(data, 'utf8');
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await link(tmp, path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new Error(`${path} appeared while the builtin CA was being created (another process creating the same store?)`, { cause: e });
+    }
+    throw e;
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+}

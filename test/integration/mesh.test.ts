@@ -1,0 +1,149 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { connect, type NatsConnection } from 'nats';
+import { downSubject, upSubject } from '../../shared/bus/subjects.js';
+import { loadOrCreateNodeKey, newEdgePayload, signEdgeEnvelope, verifyResult, type NodeKey, type ResultPayload } from '../../shared/envelope/index.js';
+import { parseDuration } from '../../shared/config/index.js';
+import { startTestMesh, type TestMesh } from '../harness/mesh.js';
+import { httpGet, opensslVerify, pemCerts, sanNames } from '../harness/tools.js';
+import { makeCsr } from '../harness/acme-client.js';
+
+// A real hub + two leaf nats-servers; an envelope signed by an edge travels relay-2 (dc-b) ->
+// relay-1 (dc-a) -> gateway (hub) and the certificate comes back down to the edge's subject.
+
+describe('integration: envelope through two relays over hub + 2 leaf servers', { timeout: 120_000 }, () => {
+  let m: TestMesh;
+  let nc: NatsConnection;
+  let edgeKey: NodeKey;
+  let root: string;
+  const results = new Map<string, ResultPayload[]>();
+
+  before(async () => {
+    m = await startTestMesh({
+      nodes: [
+        { id: 'gw', role: 'gateway', dc: 'core', policy: { allow: { dns: ['*.corp.test'] }, maxLifetime: '6h' } },
+        { id: 'relay-1', role: 'relay', dc: 'dc-a', parent: 'gw', policy: { deny: { dns: ['pci.corp.test'] } } },
+        { id: 'relay-2', role: 'relay', dc: 'dc-b', parent: 'relay-1' },
+        { id: 'edge-b', role: 'edge', dc: 'dc-b', parent: 'relay-2' },
+      ],
+    });
+    root = await httpGet(m.rootsUrl());
+    // Act as edge-b on its own leaf server with edge-b's key.
+    edgeKey = await loadOrCreateNodeKey(m.topology.keysDir(), 'edge-b');
+    nc = await connect({ servers: m.bus.dcs['dc-b']! });
+    nc.subscribe(downSubject('edge-b'), {
+      callback: async (_e, msg) => {
+        const keys = (await import('../../shared/envelope/index.js')).KeyRing;
+        const ring = await keys.fromDir(m.topology.keysDir(), m.topology.nodes.map((n) => n.id));
+        const r = await verifyResult(new TextDecoder().decode(msg.data), { topology: m.topology, edge: 'edge-b', keys: ring });
+        results.set(r.id, [...(results.get(r.id) ?? []), r]);
+      },
+    });
+    await nc.flush();
+  });
+
+  after(async () => {
+    await nc?.close();
+    await m?.stop();
+  });
+
+  async function envelope(names: string[], csrNames = names) {
+    const payload = newEdgePayload({
+      origin: { node: 'edge-b', dc: 'dc-b', segment: 'seg-b' },
+      csr: await makeCsr(csrNames),
+      identifiers: names.map((value) => ({ type: 'dns' as const, value, validation: { method: 'http-01' as const, at: new Date().toISOString(), from: '127.0.0.1:80' } })),
+      account: { id: 'acct-1', eab: null, jwkThumbprint: 'thumb' },
+      requested: { notBefore: null, notAfter: null },
+      renewalOf: null,
+      ttlMs: parseDuration('5m'),
+    });
+    return { id: payload.id, jws: await signEdgeEnvelope(payload, edgeKey) };
+  }
+
+  async function waitResult(id: string, count = 1, timeoutMs = 15_000): Promise<ResultPayload[]> {
+    const until = Date.now() + timeoutMs;
+    while ((results.get(id)?.length ?? 0) < count) {
+      if (Date.now() > until) throw new Error(`no result for ${id}`);
+      // Interest may still be propagating between leaf and hub right after start: retry the publish.
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return results.get(id)!;
+  }
+
+  async function send(jws: string) {
+    nc.publish(upSubject('relay-2'), new TextEncoder().encode(jws));
+    await nc.flush();
+  }
+
+  test('ok/certificate comes back and verifies against the root with the requested SANs', async () => {
+    const { id, jws } = await envelope(['app.corp.test', 'api.corp.test']);
+    await send(jws);
+    const [r] = await waitResult(id);
+    assert.equal(r!.status, 'valid');
+    const certs = pemCerts(r!.certificate!);
+    assert.deepEqual(sanNames(certs[0]!), ['api.corp.test', 'app.corp.test']);
+    assert.match(await opensslVerify(m.dir, r!.certificate!, root), /OK/);
+    // gateway maxLifetime 6h caps the 24h default
+    const hours = (certs[0]!.notAfter.getTime() - certs[0]!.notBefore.getTime()) / 3_600_000;
+    assert.ok(hours <= 6.05 && hours > 5.9, `lifetime ${hours}h`);
+    assert.deepEqual(r!.hops.map((h) => h.node), ['relay-2', 'relay-1']);
+    for (const h of r!.hops) assert.ok(h.sentAt >= h.recvAt);
+  });
+
+  test('ok/redelivered envelope gets the stored result and no second certificate', async () => {
+    const before = m.mesh.gateway!.issued;
+    const { id, jws } = await envelope(['again.corp.test']);
+    await send(jws);
+    const [first] = await waitResult(id, 1);
+    await send(jws);
+    const both = await waitResult(id, 2);
+    assert.equal(m.mesh.gateway!.issued, before + 1);
+    assert.equal(both[1]!.certificate, first!.certificate);
+  });
+
+  test('fail/refusal by relay-1 travels back with the layer and rule', async () => {
+    const { id, jws } = await envelope(['pci.corp.test']);
+    await send(jws);
+    const [r] = await waitResult(id);
+    assert.equal(r!.status, 'invalid');
+    assert.equal(r!.problem!.type, 'urn:ietf:params:acme:error:rejectedIdentifier');
+    assert.match(r!.problem!.subproblems![0]!.detail, /relay-1: deny\.dns "pci\.corp\.test"/);
+  });
+
+  test('fail/gateway layer refuses a name outside its allow list', async () => {
+    const { id, jws } = await envelope(['www.other.test']);
+    await send(jws);
+    const [r] = await waitResult(id);
+    assert.equal(r!.status, 'invalid');
+    assert.match(r!.problem!.subproblems![0]!.detail, /gw: allow\.dns \(no rule matches\)/);
+  });
+
+  test('fail/csr naming more than the validated identifiers is badCSR at the gateway', async () => {
+    const { id, jws } = await envelope(['one.corp.test'], ['one.corp.test', 'two.corp.test']);
+    await send(jws);
+    const [r] = await waitResult(id);
+    assert.equal(r!.status, 'invalid');
+    assert.equal(r!.problem!.type, 'urn:ietf:params:acme:error:badCSR');
+  });
+
+  test('fail/malformed and forged envelopes are dropped; the nodes keep working', async () => {
+    const before = m.mesh.gateway!.issued;
+    const { jws: good } = await envelope(['later.corp.test']);
+    const junk = ['', 'not a jws', 'a.b.c', good.slice(0, good.length - 10), good.replace(/\.[^.]+$/, '.AAAA'), 'x'.repeat(200_000)];
+    for (const j of junk) {
+      for (const subject of [upSubject('relay-2'), upSubject('relay-1'), upSubject('gw')]) {
+        nc.publish(subject, new TextEncoder().encode(j));
+      }
+    }
+    // An envelope sent by the edge straight to the gateway skips relays: wrong parent, dropped.
+    const { id: skipId, jws: skip } = await envelope(['skip.corp.test']);
+    nc.publish(upSubject('gw'), new TextEncoder().encode(skip));
+    await nc.flush();
+    const { id, jws } = await envelope(['still.corp.test']);
+    await send(jws);
+    const [r] = await waitResult(id);
+    assert.equal(r!.status, 'valid');
+    assert.equal(results.has(skipId), false);
+    assert.equal(m.mesh.gateway!.issued, before + 1);
+  });
+});

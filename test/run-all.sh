@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The project's test command (README): installs what it needs on a fresh Debian machine with Node 20
+# (nats-server, lego, certbot and openssl from apt when missing; npm dependencies), type-checks, and runs
+# unit, integration (real nats-server) and e2e (real ACME clients) tests with node's test runner.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+command -v lego >/dev/null 2>&1 || need+=(lego)
+command -v certbot >/dev/null 2>&1 || need+=(certbot)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing from apt: ${need[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+npm ci --no-audit --no-fund --loglevel=error
+npm run --silent typecheck
+
+export RA_MESH_LOG_LEVEL="${RA_MESH_LOG_LEVEL:-error}"
+suites=("$@")
+[ ${#suites[@]} -gt 0 ] || suites=(unit integration e2e)
+files=()
+for s in "${suites[@]}"; do files+=(test/"$s"/*.test.ts); done
+node --import tsx --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
