@@ -2,7 +2,7 @@ import { execFile, spawn } from 'node:child_process';
 import { get } from 'node:http';
 import { writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import * as x509 from '@peculiar/x509';
+import { x509 } from '../../shared/pki/index.js';
 
 export const execFileP = promisify(execFile);
 
