@@ -72,7 +72,7 @@ const DEFAULT_LIFETIME_MS = 24 * 3_600_000;
  * defaultLifetime, or 24h), capped by every layer's maxLifetime; refused below any minLifetime.
  */
 export function resolveLifetime(layers: PolicyConfig[], requestedMs?: number): number {
-  let lifetime = requestedMs ?? layers.map((l) => l.defaultLifetime).find((d) => d !== undefined);
+  const lifetime = requestedMs ?? layers.map((l) => l.defaultLifetime).find((d) => d !== undefined);
   let ms = typeof lifetime === 'string' ? parseDuration(lifetime) : (lifetime ?? DEFAULT_LIFETIME_MS);
   for (const l of layers) if (l.maxLifetime) ms = Math.min(ms, parseDuration(l.maxLifetime));
   for (const l of layers) {
