@@ -26,6 +26,7 @@ import { loadOrCreateEdgeTls } from './tls.js';
 import { SegmentResolver } from './validation/resolver.js';
 import { http01Validator } from './validation/http-01.js';
 import { dns01Validator } from './validation/dns-01.js';
+import { tlsAlpn01Validator } from './validation/tls-alpn-01.js';
 import type { Validators } from './validation/validators.js';
 
 export interface EdgeServiceOptions {
@@ -37,8 +38,6 @@ export interface EdgeServiceOptions {
   /** First retransmission of an unanswered envelope (default 3 s), doubling up to 60 s. */
   retransmitMs?: number;
 }
-
-const IMPLEMENTED_CHALLENGES = ['http-01', 'dns-01'] as const;
 
 /**
  * An edge RA: serves ACME inside its segment, validates challenges locally, and publishes signed CSR
@@ -71,10 +70,6 @@ export class EdgeService {
     if (node.role !== 'edge') throw new Error(`node "${nodeId}" is a ${node.role}, not an edge`);
     const acme = topology.acme(nodeId);
     const log = opts.log ?? createEdgeLogger(nodeId);
-    const unsupported = acme.challenges.filter((c) => !(IMPLEMENTED_CHALLENGES as readonly string[]).includes(c));
-    if (unsupported.length > 0) {
-      throw new Error(`edge ${nodeId}: challenge type(s) ${unsupported.join(', ')} are not available yet (supported: ${IMPLEMENTED_CHALLENGES.join(', ')})`);
-    }
     const db = await NodeStore.open(topology.storeDir(nodeId));
     const store = new AcmeStore(db);
     const key = await loadOrCreateNodeKey(topology.keysDir(), nodeId);
@@ -92,6 +87,7 @@ export class EdgeService {
     const validators: Validators = {
       'http-01': http01Validator(resolver, acme.http01Port),
       'dns-01': dns01Validator(resolver),
+      'tls-alpn-01': tlsAlpn01Validator(resolver, acme.tlsAlpn01Port),
     };
     let self: EdgeService | undefined;
     const ctx: AcmeContext = {

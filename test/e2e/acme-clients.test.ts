@@ -11,16 +11,18 @@ import { makeCsr, TestAcmeClient } from '../harness/acme-client.js';
 // Real ACME clients from Debian (lego, certbot) obtain certificates through edge -> relay -> gateway,
 // validated with http-01 by the edge inside its "segment" (loopback here).
 
-const NAMES = ['a.example.test', 'b.example.test', 'c.example.test', 'd.example.test', 'x.example.test'];
+const NAMES = ['a.example.test', 'b.example.test', 'c.example.test', 'd.example.test', 't.example.test', 'x.example.test'];
 
 describe('e2e: ACME clients through the mesh', { timeout: 300_000 }, () => {
   let m: TestMesh;
   let http01Port: number;
+  let tlsAlpnPort: number;
   let work: string;
   let root: string;
 
   before(async () => {
     http01Port = await freePort();
+    tlsAlpnPort = await freePort();
     work = await mkdtemp(join(tmpdir(), 'ra-mesh-e2e-'));
     m = await startTestMesh({
       nodes: [
@@ -32,7 +34,7 @@ describe('e2e: ACME clients through the mesh', { timeout: 300_000 }, () => {
           dc: 'dc-a',
           segment: 'seg-a',
           parent: 'relay-a',
-          acme: { http01Port, hosts: Object.fromEntries(NAMES.map((n) => [n, '127.0.0.1'])) },
+          acme: { http01Port, tlsAlpn01Port: tlsAlpnPort, challenges: ['http-01', 'tls-alpn-01'], hosts: Object.fromEntries(NAMES.map((n) => [n, '127.0.0.1'])) },
           policy: { defaultLifetime: '12h' },
         },
       ],
@@ -65,6 +67,17 @@ describe('e2e: ACME clients through the mesh', { timeout: 300_000 }, () => {
     );
     const chain = await readFile(join(path, 'certificates', 'a.example.test.crt'), 'utf8');
     await checkChain(chain, ['a.example.test', 'b.example.test']);
+  });
+
+  test('ok/lego tls-alpn-01 (RFC 8737)', async () => {
+    const path = join(work, 'lego-tls');
+    await run(
+      'lego',
+      ['--server', m.directory('edge-a'), '--email', 'ops@example.test', '--accept-tos', '--path', path,
+        '--domains', 't.example.test', '--tls', '--tls.port', `127.0.0.1:${tlsAlpnPort}`, 'run'],
+      { env: { LEGO_CA_CERTIFICATES: m.edgeTlsCert('edge-a') }, timeoutMs: 120_000 },
+    );
+    await checkChain(await readFile(join(path, 'certificates', 't.example.test.crt'), 'utf8'), ['t.example.test']);
   });
 
   test('ok/certbot standalone http-01', async () => {
