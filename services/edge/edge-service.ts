@@ -10,6 +10,7 @@ import {
   newEdgePayload,
   signEdgeEnvelope,
   verifyResult,
+  type EdgePayload,
   type EnvelopeIdentifier,
   type NodeKey,
   type ResultPayload,
@@ -229,6 +230,9 @@ export class EdgeService {
         }
         out.attempts += 1;
         out.nextAt = now + Math.min(60_000, this.retransmitMs * 2 ** Math.min(out.attempts - 1, 10));
+        // An envelope is valid for envelope.ttl; a request still unanswered near then is re-signed with
+        // the same id and content (fresh iat/exp/nonce), which upstream treats as a redelivery.
+        out.jws = await this.refreshed(out.jws, now);
         await this.store.outbox.put(id, out);
         this.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting envelope');
         this.publish(out);
@@ -238,6 +242,14 @@ export class EdgeService {
     } finally {
       this.sweeping = false;
     }
+  }
+
+  private async refreshed(jws: string, now: number): Promise<string> {
+    const payload = JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString('utf8')) as EdgePayload;
+    const ttlMs = parseDuration(this.topology.config.envelope.ttl);
+    if (payload.exp * 1000 - now > Math.min(ttlMs / 2, 60_000)) return jws;
+    const fresh = newEdgePayload({ ...payload, id: payload.id, ttlMs, now });
+    return signEdgeEnvelope(fresh, this.key);
   }
 
   private async onResult(data: Uint8Array): Promise<void> {

@@ -1,7 +1,7 @@
 import { request } from 'node:https';
 import { createServer, type Server } from 'node:http';
 import { webcrypto } from 'node:crypto';
-import { calculateJwkThumbprint, exportJWK, FlattenedSign, generateKeyPair, type JWK } from 'jose';
+import { calculateJwkThumbprint, exportJWK, FlattenedSign, generateKeyPair, type CryptoKey, type JWK } from 'jose';
 import { x509 } from '../../shared/pki/index.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);

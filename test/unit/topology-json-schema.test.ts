@@ -14,7 +14,7 @@ test('ok/JSON Schema accepts the example topology and rejects a bad one', () => 
   const validate = ajv.compile(JSON.parse(readFileSync(SCHEMA_FILE, 'utf8')));
   const example = parse(readFileSync(new URL('../../deploy/topology.example.yaml', import.meta.url), 'utf8'));
   assert.ok(validate(example), JSON.stringify(validate.errors));
-  const bad = structuredClone(example);
+  const bad = structuredClone(example) as { nodes: Array<{ role: string }> };
   bad.nodes[0].role = 'proxy';
   assert.equal(validate(bad), false);
 });

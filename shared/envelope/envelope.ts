@@ -1,0 +1,240 @@
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import type { Topology } from '../config/index.js';
+import { RaError } from '../errors/index.js';
+import { checkSize, checkVersion, rejection, signJson, verifyLayer } from './jws.js';
+import type { KeyRing, NodeKey } from './node-keys.js';
+import type { ReplayGuard } from './replay-guard.js';
+import { describeIssues, edgePayloadSchema, relayPayloadSchema } from './schemas.js';
+
+// The signed CSR envelope, version 1. The edge signs an EdgePayload; each relay wraps the JWS it
+// received in a RelayPayload of its own (nested JWS, one hop record per relay). Verification peels
+// the layers outer to inner and checks the signers against the topology path edge -> ... -> verifier.
+
+export const ENVELOPE_TYP = 'ra-mesh+jws';
+
+export interface ValidationRecord {
+  method: 'http-01' | 'dns-01' | 'tls-alpn-01';
+  /** ISO time the challenge was validated. */
+  at: string;
+  /** The address validation reached. */
+  from?: string;
+}
+
+export interface EnvelopeIdentifier {
+  type: 'dns' | 'ip';
+  value: string;
+  validation?: ValidationRecord;
+}
+
+export interface EdgePayload {
+  v: 1;
+  kind: 'issue';
+  /** uuid: idempotency key, also the CAS requestId. */
+  id: string;
+  /** Seconds. */
+  iat: number;
+  /** Seconds. */
+  exp: number;
+  nonce: string;
+  origin: { node: string; segment?: string; dc: string };
+  /** base64url DER. */
+  csr: string;
+  identifiers: EnvelopeIdentifier[];
+  account: { id: string; eab: string | null; jwkThumbprint: string };
+  requested: { notBefore: string | null; notAfter: string | null };
+  renewalOf: string | null;
+}
+
+export interface HopRecord {
+  node: string;
+  /** ms epoch. */
+  recvAt: number;
+  /** ms epoch. */
+  sentAt: number;
+  /** Layer name + digest. */
+  policy: string;
+  decision: 'allow';
+}
+
+export interface RelayPayload {
+  v: 1;
+  /** The JWS the relay received. */
+  inner: string;
+  hop: HopRecord;
+  /** Seconds. */
+  iat: number;
+  /** Seconds. */
+  exp: number;
+}
+
+export type NewEdgePayloadInput = Omit<EdgePayload, 'v' | 'kind' | 'id' | 'iat' | 'exp' | 'nonce'> & {
+  ttlMs: number;
+  id?: string;
+  /** ms epoch, for tests. */
+  now?: number;
+};
+
+/** Fills v, kind, id (random uuid unless given), iat, exp (iat + ttl) and a 16-byte random nonce. */
+export function newEdgePayload(p: NewEdgePayloadInput): EdgePayload {
+  const now = p.now ?? Date.now();
+  return {
+    v: 1,
+    kind: 'issue',
+    id: p.id ?? randomUUID(),
+    iat: Math.floor(now / 1000),
+    exp: Math.floor((now + p.ttlMs) / 1000),
+    nonce: randomBytes(16).toString('base64url'),
+    origin: p.origin,
+    csr: p.csr,
+    identifiers: p.identifiers,
+    account: p.account,
+    requested: p.requested,
+    renewalOf: p.renewalOf,
+  };
+}
+
+function refuseToSign(what: string, detail: string): never {
+  throw new RaError('serverInternal', { reason: 'malformed', detail: `refusing to sign ${what}: ${detail}` });
+}
+
+/** Signs the edge's payload. The payload must be well formed and `origin.node` must be the key's kid. */
+export async function signEdgeEnvelope(payload: EdgePayload, key: NodeKey): Promise<string> {
+  const res = edgePayloadSchema.safeParse(payload);
+  if (!res.success) refuseToSign('an edge envelope', describeIssues(res.error));
+  if (payload.origin.node !== key.kid) refuseToSign('an edge envelope', `origin.node "${payload.origin.node}" is not the signer "${key.kid}"`);
+  return signJson(res.data, key, ENVELOPE_TYP);
+}
+
+/** Wraps and countersigns a received envelope; `hop.sentAt` is the signing time. `hop.node` must be the key's kid. */
+export async function wrapEnvelope(
+  inner: string,
+  hop: Omit<HopRecord, 'sentAt'>,
+  key: NodeKey,
+  opts: { ttlMs: number; now?: number },
+): Promise<string> {
+  const now = opts.now ?? Date.now();
+  const payload: RelayPayload = {
+    v: 1,
+    inner,
+    hop: { node: hop.node, recvAt: hop.recvAt, sentAt: now, policy: hop.policy, decision: hop.decision },
+    iat: Math.floor(now / 1000),
+    exp: Math.floor((now + opts.ttlMs) / 1000),
+  };
+  const res = relayPayloadSchema.safeParse(payload);
+  if (!res.success) refuseToSign('a relay layer', describeIssues(res.error));
+  if (hop.node !== key.kid) refuseToSign('a relay layer', `hop.node "${hop.node}" is not the signer "${key.kid}"`);
+  return signJson(res.data, key, ENVELOPE_TYP);
+}
+
+export interface VerifiedEnvelope {
+  /** The edge's payload. */
+  payload: EdgePayload;
+  /** Signers from the edge up to the outermost layer, e.g. ['edge-a', 'relay-1', 'relay-2']. */
+  path: string[];
+  /** Relay hop records in path order (the edge has none). */
+  hops: HopRecord[];
+  /** base64url SHA-256 of the edge (innermost) JWS: identifies the request's content. */
+  digest: string;
+  /** True when the ReplayGuard saw this envelope id with the same digest before. */
+  redelivery: boolean;
+}
+
+export interface VerifyOptions {
+  topology: Topology;
+  /** Id of the verifying node: the outermost signer must be its topology child. */
+  verifier: string;
+  keys: KeyRing;
+  replay?: ReplayGuard;
+  /** ms epoch, for tests. */
+  now?: number;
+  /** Default 30000. */
+  clockSkewMs?: number;
+}
+
+export const DEFAULT_CLOCK_SKEW_MS = 30_000;
+
+const article = (role: string) => (role === 'edge' ? 'an edge' : `a ${role}`);
+
+function checkTimes(p: { iat: number; exp: number }, now: number, skewMs: number, what: string): void {
+  if (p.exp * 1000 < now - skewMs) throw rejection('expired', `${what} expired at ${new Date(p.exp * 1000).toISOString()}`);
+  if (p.iat * 1000 > now + skewMs) throw rejection('future', `${what} is dated in the future (${new Date(p.iat * 1000).toISOString()})`);
+}
+
+/**
+ * Verifies an envelope as received by `verifier`, layer by layer from the outside in:
+ * size (before any parsing), then per layer alg, typ, kid, signature, the signer's place in the
+ * topology (outermost: a child of the verifier, else 'wrong-parent'; inner: a child of the layer
+ * outside it, else 'path'), version, shape, hop/origin node = signer, expiry and issue time.
+ * The ReplayGuard is asked last, once everything else has passed.
+ */
+export async function verifyEnvelope(jws: string, opts: VerifyOptions): Promise<VerifiedEnvelope> {
+  const { topology, verifier, keys } = opts;
+  const now = opts.now ?? Date.now();
+  const skew = opts.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS;
+  checkSize(jws, topology.config.envelope.maxBytes, 'envelope');
+
+  const signers: string[] = []; // outer to inner
+  const hops: HopRecord[] = []; // outer to inner
+  let current = jws;
+  let outside: string | undefined;
+  for (let depth = 1; ; depth++) {
+    const what = depth === 1 ? 'envelope' : `envelope layer ${depth}`;
+    if (depth > topology.nodes.length) throw rejection('path', `${what}: more layers than the topology has nodes`);
+    const { kid, payload } = await verifyLayer(current, { topology, keys, typ: ENVELOPE_TYP, what });
+    const node = topology.node(kid);
+    if (outside === undefined) {
+      if (node.parent !== verifier) throw rejection('wrong-parent', `${what}: signer "${kid}" is not a child of "${verifier}"`);
+    } else if (node.parent !== outside) {
+      throw rejection('path', `${what}: signer "${kid}" is not a child of "${outside}", which wrapped it`);
+    }
+    checkVersion(payload, what);
+
+    if ('inner' in payload) {
+      if (node.role !== 'relay') throw rejection('path', `${what}: "${kid}" is ${article(node.role)}; only relays wrap envelopes`);
+      const res = relayPayloadSchema.safeParse(payload);
+      if (!res.success) throw rejection('malformed', `${what}: ${describeIssues(res.error)}`);
+      const layer = res.data;
+      if (layer.hop.node !== kid) throw rejection('path', `${what}: hop record names "${layer.hop.node}" but "${kid}" signed it`);
+      checkTimes(layer, now, skew, what);
+      signers.push(kid);
+      hops.push(layer.hop);
+      outside = kid;
+      current = layer.inner;
+      continue;
+    }
+
+    if (node.role !== 'edge') throw rejection('path', `${what}: the innermost signer "${kid}" is ${article(node.role)}, not an edge`);
+    const res = edgePayloadSchema.safeParse(payload);
+    if (!res.success) throw rejection('malformed', `${what}: ${describeIssues(res.error)}`);
+    const edge = res.data;
+    if (edge.origin.node !== kid) throw rejection('path', `${what}: origin.node "${edge.origin.node}" but "${kid}" signed it`);
+    checkTimes(edge, now, skew, what);
+    signers.push(kid);
+
+    const digest = contentDigest(edge);
+    const redelivery = opts.replay ? opts.replay.check(edge.id, edge.nonce, digest, { expiresAt: edge.exp * 1000 + skew, now }) === 'redelivery' : false;
+    return { payload: edge, path: signers.reverse(), hops: hops.reverse(), digest, redelivery };
+  }
+}
+
+/**
+ * Digest of what an envelope asks for: the edge payload without its per-signature fields (iat, exp,
+ * nonce). An edge that re-signs an unanswered request (same id, same content, fresh times and nonce)
+ * therefore presents a redelivery, not a replay; the same id with other content is a replay.
+ */
+export function contentDigest(p: EdgePayload): string {
+  const { iat: _iat, exp: _exp, nonce: _nonce, ...content } = p;
+  return createHash('sha256').update(canonicalJson(content), 'utf8').digest('base64url');
+}
+
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v)
+      .sort()
+      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}

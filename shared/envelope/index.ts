@@ -1,0 +1,6 @@
+export * from './node-keys.js';
+export * from './replay-guard.js';
+export * from './envelope.js';
+export * from './result.js';
+export * from './schemas.js';
+export { rejection, type EnvelopeRejection } from './jws.js';

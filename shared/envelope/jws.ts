@@ -1,0 +1,136 @@
+import { CompactSign, compactVerify, type CryptoKey } from 'jose';
+import { RaError } from '../errors/index.js';
+import type { Topology } from '../config/index.js';
+import type { KeyRing, NodeKey } from './node-keys.js';
+import { jwsHeaderSchema } from './schemas.js';
+
+// The JWS layer shared by envelopes and results: strict compact parsing, header rules, signature.
+
+/** Reasons an envelope or result is refused (RaError.reason). */
+export type EnvelopeRejection =
+  | 'malformed'
+  | 'oversize'
+  | 'alg'
+  | 'typ'
+  | 'unknown-kid'
+  | 'bad-signature'
+  | 'wrong-parent'
+  | 'path'
+  | 'expired'
+  | 'future'
+  | 'replayed'
+  | 'version';
+
+const MALFORMED_REASONS: ReadonlySet<EnvelopeRejection> = new Set(['malformed', 'oversize', 'version', 'typ']);
+
+/** The RaError of a refusal: type 'malformed' for malformed/oversize/version/typ, else 'unauthorized'. */
+export function rejection(reason: EnvelopeRejection, detail: string, cause?: unknown): RaError {
+  return new RaError(MALFORMED_REASONS.has(reason) ? 'malformed' : 'unauthorized', {
+    reason,
+    detail,
+    ...(cause === undefined ? {} : { cause }),
+  });
+}
+
+export function checkSize(jws: unknown, maxBytes: number, what: string): asserts jws is string {
+  if (typeof jws !== 'string') throw rejection('malformed', `${what} is not a string`);
+  // Cheap bound first (UTF-8 is at least one byte per UTF-16 unit), then the exact byte count.
+  if (jws.length > maxBytes || Buffer.byteLength(jws, 'utf8') > maxBytes) {
+    throw rejection('oversize', `${what} exceeds ${maxBytes} bytes`);
+  }
+}
+
+const B64URL = /^[A-Za-z0-9_-]*$/;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function decodeJson(part: string, what: string): unknown {
+  try {
+    return JSON.parse(utf8.decode(Buffer.from(part, 'base64url')));
+  } catch (e) {
+    throw rejection('malformed', `${what} is not base64url JSON`, e);
+  }
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export interface VerifiedLayer {
+  kid: string;
+  alg: string;
+  /** The decoded JSON payload: an object, shape not yet checked. */
+  payload: Record<string, unknown>;
+}
+
+export interface LayerContext {
+  topology: Topology;
+  keys: KeyRing;
+  typ: string;
+  /** Label for details, e.g. "envelope layer 2". */
+  what: string;
+}
+
+/**
+ * Verifies one compact JWS: shape, `alg` (never none, only the topology's algs, matching the
+ * signer's key), `typ`, `kid` (a topology node whose key is in the ring), no other header members,
+ * signature. Returns the signer and the decoded JSON payload.
+ */
+export async function verifyLayer(jws: string, ctx: LayerContext): Promise<VerifiedLayer> {
+  const { what } = ctx;
+  const parts = jws.split('.');
+  if (parts.length !== 3 || parts[0] === '' || parts[1] === '' || !parts.every((p) => B64URL.test(p))) {
+    throw rejection('malformed', `${what} is not a compact JWS`);
+  }
+  const header = decodeJson(parts[0]!, `${what} header`);
+  if (!isRecord(header)) throw rejection('malformed', `${what} header is not a JSON object`);
+  const alg = header.alg;
+  // 'none' is refused here, whatever the configuration says, before any library sees the token.
+  if (typeof alg !== 'string' || alg.toLowerCase() === 'none') {
+    throw rejection('alg', alg === undefined ? `${what}: no alg` : `${what}: alg ${JSON.stringify(alg)} is never accepted`);
+  }
+  const allowed: readonly string[] = ctx.topology.config.envelope.algs;
+  if (!allowed.includes(alg)) throw rejection('alg', `${what}: alg ${alg} is not allowed (allowed: ${allowed.join(', ')})`);
+  if (header.typ !== ctx.typ) throw rejection('typ', `${what}: typ ${JSON.stringify(header.typ ?? null)}, expected "${ctx.typ}"`);
+  const kid = header.kid;
+  if (typeof kid !== 'string' || !ctx.topology.has(kid)) throw rejection('unknown-kid', `${what}: kid ${JSON.stringify(kid ?? null)} is not a node of the topology`);
+  if (!ctx.keys.has(kid)) throw rejection('unknown-kid', `${what}: no public key for node "${kid}"`);
+  const shape = jwsHeaderSchema.safeParse(header);
+  if (!shape.success) {
+    const extra = Object.keys(header).filter((k) => !['alg', 'kid', 'typ'].includes(k));
+    throw rejection('malformed', `${what}: unexpected header ${extra.length ? `members ${extra.join(', ')}` : 'shape'}`);
+  }
+  const keyAlg = ctx.keys.alg(kid);
+  if (keyAlg !== alg) throw rejection('alg', `${what}: node "${kid}" signs with ${keyAlg}, the header says ${alg}`);
+  let key: CryptoKey | undefined;
+  try {
+    key = await ctx.keys.get(kid);
+  } catch (e) {
+    throw rejection('unknown-kid', `${what}: the public key of "${kid}" cannot be used`, e);
+  }
+  if (!key) throw rejection('unknown-kid', `${what}: no public key for node "${kid}"`);
+  let payloadBytes: Uint8Array;
+  try {
+    payloadBytes = (await compactVerify(jws, key, { algorithms: [alg] })).payload;
+  } catch (e) {
+    throw rejection('bad-signature', `${what}: signature of "${kid}" does not verify`, e);
+  }
+  let payload: unknown;
+  try {
+    payload = JSON.parse(utf8.decode(payloadBytes));
+  } catch (e) {
+    throw rejection('malformed', `${what}: payload is not JSON`, e);
+  }
+  if (!isRecord(payload)) throw rejection('malformed', `${what}: payload is not a JSON object`);
+  return { kid, alg, payload };
+}
+
+/** `v` other than 1 is another version of the format; a missing `v` is left to the shape check. */
+export function checkVersion(payload: Record<string, unknown>, what: string): void {
+  if ('v' in payload && payload.v !== 1) throw rejection('version', `${what}: version ${JSON.stringify(payload.v)} is not supported (expected 1)`);
+}
+
+export async function signJson(payload: unknown, key: NodeKey, typ: string): Promise<string> {
+  return new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
+    .setProtectedHeader({ alg: key.alg, kid: key.kid, typ })
+    .sign(key.privateKey);
+}

@@ -1,0 +1,112 @@
+import { z } from 'zod';
+import type { EdgePayload, HopRecord, RelayPayload } from './envelope.js';
+import type { ResultPayload } from './result.js';
+
+// Shapes of everything signed on the mesh. Signed payloads are strict: an unknown member is a
+// different format (bump `v`), never silently dropped. Problem documents stay open (RFC 7807 allows
+// extension members).
+
+const nodeId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'a node id');
+const base64url = z.string().regex(/^[A-Za-z0-9_-]+$/, 'base64url');
+const seconds = z.int().min(0);
+const millis = z.int().min(0);
+
+export const jwsHeaderSchema = z.strictObject({
+  alg: z.enum(['EdDSA', 'ES256']),
+  kid: nodeId,
+  typ: z.string(),
+});
+
+export const validationRecordSchema = z.strictObject({
+  method: z.enum(['http-01', 'dns-01', 'tls-alpn-01']),
+  at: z.string().min(1).max(64),
+  from: z.string().min(1).max(300).optional(),
+});
+
+export const envelopeIdentifierSchema = z.strictObject({
+  type: z.enum(['dns', 'ip']),
+  value: z.string().min(1).max(253),
+  validation: validationRecordSchema.optional(),
+});
+
+export const edgePayloadSchema = z
+  .strictObject({
+    v: z.literal(1),
+    kind: z.literal('issue'),
+    id: z.guid(),
+    iat: seconds,
+    exp: seconds,
+    nonce: base64url.min(16).max(128),
+    origin: z.strictObject({ node: nodeId, segment: z.string().min(1).optional(), dc: z.string().min(1) }),
+    csr: base64url,
+    identifiers: z.array(envelopeIdentifierSchema).min(1).max(1000),
+    account: z.strictObject({ id: z.string().min(1), eab: z.string().min(1).nullable(), jwkThumbprint: z.string().min(1) }),
+    requested: z.strictObject({ notBefore: z.string().min(1).nullable(), notAfter: z.string().min(1).nullable() }),
+    renewalOf: z.string().min(1).nullable(),
+  })
+  .refine((p) => p.exp > p.iat, { message: 'exp must be after iat', path: ['exp'] });
+
+export const hopRecordSchema = z.strictObject({
+  node: nodeId,
+  recvAt: millis,
+  sentAt: millis,
+  policy: z.string().min(1).max(512),
+  decision: z.literal('allow'),
+});
+
+export const relayPayloadSchema = z
+  .strictObject({
+    v: z.literal(1),
+    inner: z.string().min(1),
+    hop: hopRecordSchema,
+    iat: seconds,
+    exp: seconds,
+  })
+  .refine((p) => p.exp > p.iat, { message: 'exp must be after iat', path: ['exp'] });
+
+const problemIdentifierSchema = z.looseObject({ type: z.string(), value: z.string() });
+
+export const problemDocumentSchema = z.looseObject({
+  type: z.string().min(1),
+  detail: z.string(),
+  status: z.int(),
+  subproblems: z.array(z.looseObject({ type: z.string().min(1), detail: z.string(), identifier: problemIdentifierSchema.optional() })).optional(),
+});
+
+export const resultPayloadSchema = z
+  .strictObject({
+    v: z.literal(1),
+    id: z.guid(),
+    edge: nodeId,
+    status: z.enum(['valid', 'invalid']),
+    certificate: z.string().min(1).optional(),
+    problem: problemDocumentSchema.optional(),
+    hops: z.array(hopRecordSchema),
+    gateway: z.strictObject({ node: nodeId, recvAt: millis, sentAt: millis }),
+    iat: seconds,
+  })
+  .superRefine((p, ctx) => {
+    if (p.status === 'valid' && (p.certificate === undefined || p.problem !== undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['certificate'], message: 'a valid result carries a certificate and no problem' });
+    }
+    if (p.status === 'invalid' && (p.problem === undefined || p.certificate !== undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['problem'], message: 'an invalid result carries a problem and no certificate' });
+    }
+  });
+
+/** One line naming the first few issues of a failed parse (for RaError details and logs). */
+export function describeIssues(error: z.ZodError, max = 3): string {
+  const parts = error.issues.slice(0, max).map((i) => `${i.path.length ? i.path.map(String).join('.') : '(root)'}: ${i.message}`);
+  if (error.issues.length > max) parts.push(`and ${error.issues.length - max} more`);
+  return parts.join('; ');
+}
+
+// The schemas and the public interfaces must describe the same data.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const schemasMatchTypes: [
+  Same<z.output<typeof edgePayloadSchema>, EdgePayload>,
+  Same<z.output<typeof hopRecordSchema>, HopRecord>,
+  Same<z.output<typeof relayPayloadSchema>, RelayPayload>,
+  [z.output<typeof resultPayloadSchema>] extends [ResultPayload] ? true : false,
+] = [true, true, true, true];
+void schemasMatchTypes;
