@@ -25,4 +25,15 @@ suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(unit integration e2e)
 files=()
 for s in "${suites[@]}"; do files+=(test/"$s"/*.test.ts); done
-node --import tsx --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
+mkdir -p test-artifacts
+set +e
+node --import tsx --test --test-concurrency=1 \
+  --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination=test-artifacts/results.tap \
+  "${files[@]}"
+status=$?
+set -e
+pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' test-artifacts/results.tap | tail -1)
+fail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' test-artifacts/results.tap | tail -1)
+echo "tests: ${pass:-0} passed, ${fail:-0} failed"
+exit $status

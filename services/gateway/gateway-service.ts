@@ -14,7 +14,7 @@ import {
   type VerifiedEnvelope,
 } from '../../shared/envelope/index.js';
 import { RaError, toRaError } from '../../shared/errors/index.js';
-import { csrNames, parseCsr } from '../../shared/pki/index.js';
+import { csrNames, fingerprint, parseCsr, pemToDer } from '../../shared/pki/index.js';
 import { PolicyLayer, resolveLifetime } from '../../shared/policy/index.js';
 import { KeyedLock, NodeStore, type Collection } from '../../shared/store/index.js';
 import { BuiltinCas } from './cas/builtin-cas.js';
@@ -85,6 +85,8 @@ export class GatewayService {
 
   /** Base URL of the HTTP endpoint (/roots.pem, /health). */
   httpUrl?: string;
+  /** SHA-256 fingerprints of the trust anchors the CA service hands out (operators pin these). */
+  rootFingerprints: string[] = [];
 
   async start(): Promise<void> {
     this.nc = await connectBus(this.topology.natsUrl(this.nodeId), { name: this.nodeId, log: this.log });
@@ -105,7 +107,8 @@ export class GatewayService {
     await this.http.listen({ host, port });
     const addr = this.http.server.address();
     this.httpUrl = typeof addr === 'object' && addr ? `http://${urlHost(host)}:${addr.port}` : undefined;
-    this.log.info({ roots: `${this.httpUrl}/roots.pem`, cas: this.cas.type }, 'gateway started');
+    this.rootFingerprints = pemToDer(await this.cas.rootsPem(), 'CERTIFICATE').map(fingerprint);
+    this.log.info({ roots: `${this.httpUrl}/roots.pem`, rootFingerprints: this.rootFingerprints, cas: this.cas.type }, 'gateway started');
   }
 
   async stop(): Promise<void> {

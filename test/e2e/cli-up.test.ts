@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -60,6 +61,10 @@ describe('e2e: ra-mesh up starts nats-servers and every node; Ctrl-C stops it cl
       const chain = await readFile(join(dir, 'lego', 'certificates', 'up.example.test.crt'), 'utf8');
       const root = await httpGet(`http://127.0.0.1:${gwHttp}/roots.pem`);
       assert.match(await opensslVerify(dir, chain, root), /OK/);
+      // The root fingerprint printed at start is the one of the served root.
+      const der = Buffer.from(root.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+      const fp = createHash('sha256').update(der).digest('hex').toUpperCase().match(/../g)!.join(':');
+      assert.ok(out.includes(`root SHA-256 fingerprint ${fp}`), out);
     } finally {
       child.kill('SIGINT');
     }

@@ -21,7 +21,10 @@ export async function upCommand(args: string[]): Promise<number> {
     log,
   });
   const lines = [`mesh ${topology.config.mesh} is up`];
-  if (mesh.gateway) lines.push(`  gateway ${mesh.gateway.nodeId}: roots ${mesh.gateway.httpUrl}/roots.pem`);
+  if (mesh.gateway) {
+    lines.push(`  gateway ${mesh.gateway.nodeId}: CA ${mesh.gateway.cas.type}, roots ${mesh.gateway.httpUrl}/roots.pem`);
+    for (const fp of mesh.gateway.rootFingerprints) lines.push(`    root SHA-256 fingerprint ${fp}`);
+  }
   for (const [id, e] of mesh.edges) lines.push(`  edge ${id}: ACME directory ${e.directoryUrl} (TLS certificate: ${e.tlsCertFile})`);
   lines.push('press Ctrl-C to stop');
   process.stdout.write(lines.join('\n') + '\n');
