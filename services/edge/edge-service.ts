@@ -24,6 +24,8 @@ import { NonceStore } from './acme/nonce.js';
 import { AcmeStore, type OrderRecord, type OutboxRecord } from './acme/records.js';
 import { buildAcmeServer } from './acme/server.js';
 import { loadOrCreateEdgeTls } from './tls.js';
+import { EabStore } from './eab/eab-store.js';
+import { startAdminServer } from './admin.js';
 import { SegmentResolver } from './validation/resolver.js';
 import { http01Validator } from './validation/http-01.js';
 import { dns01Validator } from './validation/dns-01.js';
@@ -51,6 +53,7 @@ export class EdgeService {
   private timer?: NodeJS.Timeout;
   private sweeping = false;
   private app?: FastifyInstance;
+  private admin?: FastifyInstance;
   private listening?: string;
 
   private constructor(
@@ -73,6 +76,7 @@ export class EdgeService {
     const log = opts.log ?? createEdgeLogger(nodeId);
     const db = await NodeStore.open(topology.storeDir(nodeId));
     const store = new AcmeStore(db);
+    const eab = new EabStore(db);
     const key = await loadOrCreateNodeKey(topology.keysDir(), nodeId);
     const keys = opts.keys ?? (await KeyRing.fromDir(topology.keysDir(), topology.nodes.map((n) => n.id)));
     const [host, port] = splitHostPort(acme.listen);
@@ -98,6 +102,7 @@ export class EdgeService {
       baseUrl,
       paths: ACME_PATHS,
       store,
+      eab,
       nonces: new NonceStore(),
       locks: new KeyedLock(),
       log,
@@ -136,6 +141,7 @@ export class EdgeService {
     this.app = buildAcmeServer(this.ctx, this.tls);
     const [host, port] = splitHostPort(this.ctx.acme.listen);
     this.listening = await this.app.listen({ host, port });
+    this.admin = await startAdminServer(this.ctx.eab, this.topology.storeDir(this.nodeId), this.log);
     this.timer = setInterval(() => void this.sweep(), Math.min(1000, this.retransmitMs));
     this.timer.unref();
     this.log.info({ directory: this.directoryUrl, listen: this.listening, tlsCert: this.tls.certFile, parent: this.parent }, 'edge started');
@@ -144,6 +150,7 @@ export class EdgeService {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.app?.close();
+    await this.admin?.close();
     this.sub?.unsubscribe();
     if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
     // A sweep may be mid-flight; wait for it before closing the store.

@@ -2,7 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { RaError } from '../../../shared/errors/index.js';
 import type { AcmeContext } from './context.js';
-import { accountUrl, orderUrl } from './context.js';
+import { accountUrl, orderUrl, url } from './context.js';
+import { decodeProtectedHeader, type JWK } from 'jose';
+import { verifyExternalAccountBinding } from '../eab/verify-eab.js';
 import { requireOwner, verifyAcmeRequest } from './jws.js';
 import type { AccountRecord } from './records.js';
 import { accountView } from './views.js';
@@ -32,6 +34,28 @@ export function validateContacts(contact: unknown): string[] {
   });
 }
 
+function newAccountRecord(jwk: JWK, thumbprint: string, contact: string[], tos: boolean, eabKeyId: string | null): AccountRecord {
+  return { id: randomUUID(), status: 'valid', jwk, thumbprint, contact, termsOfServiceAgreed: tos, eabKeyId, createdAt: new Date().toISOString() };
+}
+
+function accountWrites(ctx: AcmeContext, acct: AccountRecord) {
+  return [
+    { coll: ctx.store.accounts as never, type: 'put' as const, key: acct.id, value: acct },
+    { coll: ctx.store.accountByThumbprint as never, type: 'put' as const, key: acct.thumbprint, value: acct.id },
+  ];
+}
+
+/** The kid of an EAB JWS, to serialise binding per key (full checks happen in verifyExternalAccountBinding). */
+async function peekEabKeyId(eab: unknown): Promise<string> {
+  try {
+    const kid = decodeProtectedHeader(eab as { protected: string }).kid;
+    if (typeof kid === 'string') return kid;
+  } catch {
+    // fall through
+  }
+  throw new RaError('malformed', { detail: 'externalAccountBinding must be a flattened JWS with the EAB key id as kid' });
+}
+
 export function registerAccount(app: FastifyInstance, ctx: AcmeContext): void {
   // RFC 8555 §7.3: newAccount, signed with the account key in "jwk".
   app.post(ctx.paths.newAccount, async (req, reply) => {
@@ -41,6 +65,8 @@ export function registerAccount(app: FastifyInstance, ctx: AcmeContext): void {
       const existingId = await ctx.store.accountByThumbprint.get(r.thumbprint);
       if (existingId) {
         const existing = (await ctx.store.accounts.get(existingId))!;
+        // RFC 8555 §7.3.6: a deactivated account is refused, also when looked up by its key.
+        if (existing.status !== 'valid') throw new RaError('unauthorized', { detail: `account is ${existing.status}` });
         // RFC 8555 §7.3.1: an existing key returns 200 with the account URL in Location.
         return reply.code(200).header('Location', accountUrl(ctx, existing.id)).send(accountView(ctx, existing));
       }
@@ -51,25 +77,23 @@ export function registerAccount(app: FastifyInstance, ctx: AcmeContext): void {
       if (ctx.acme.termsOfService && p.termsOfServiceAgreed !== true) {
         throw new RaError('userActionRequired', { detail: `agree to the terms of service at ${ctx.acme.termsOfService}` });
       }
-      // RFC 8555 §7.3.4: external account binding.
+      // RFC 8555 §7.3.4: external account binding (an edge with eab "off" ignores one sent anyway).
       if (ctx.acme.eab === 'required' && p.externalAccountBinding === undefined) throw new RaError('externalAccountRequired');
       if (p.externalAccountBinding !== undefined && ctx.acme.eab !== 'off') {
-        throw new RaError('unauthorized', { detail: 'no external account binding key is known to this edge' });
+        const eabKeyId = await peekEabKeyId(p.externalAccountBinding);
+        return ctx.locks.run(`eab:${eabKeyId}`, async () => {
+          const rec = await verifyExternalAccountBinding(p.externalAccountBinding, { store: ctx.eab, newAccountUrl: url(ctx, ctx.paths.newAccount), accountJwk: r.jwk });
+          const acct = newAccountRecord(r.jwk, r.thumbprint, contact, p.termsOfServiceAgreed === true, rec.keyId);
+          await ctx.store.db.batch([
+            ...accountWrites(ctx, acct),
+            { coll: ctx.eab.keys as never, type: 'put', key: rec.keyId, value: { ...rec, boundTo: acct.id, boundAt: acct.createdAt } },
+          ]);
+          ctx.log.info({ account: acct.id, eab: rec.keyId }, 'account created with external account binding');
+          return reply.code(201).header('Location', accountUrl(ctx, acct.id)).send(accountView(ctx, acct));
+        });
       }
-      const acct: AccountRecord = {
-        id: randomUUID(),
-        status: 'valid',
-        jwk: r.jwk,
-        thumbprint: r.thumbprint,
-        contact,
-        termsOfServiceAgreed: p.termsOfServiceAgreed === true,
-        eabKeyId: null,
-        createdAt: new Date().toISOString(),
-      };
-      await ctx.store.db.batch([
-        { coll: ctx.store.accounts as never, type: 'put', key: acct.id, value: acct },
-        { coll: ctx.store.accountByThumbprint as never, type: 'put', key: acct.thumbprint, value: acct.id },
-      ]);
+      const acct = newAccountRecord(r.jwk, r.thumbprint, contact, p.termsOfServiceAgreed === true, null);
+      await ctx.store.db.batch(accountWrites(ctx, acct));
       ctx.log.info({ account: acct.id }, 'account created');
       return reply.code(201).header('Location', accountUrl(ctx, acct.id)).send(accountView(ctx, acct));
     });

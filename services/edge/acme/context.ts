@@ -5,6 +5,7 @@ import { KeyedLock } from '../../../shared/store/index.js';
 import type { AcmeStore, ChallengeType, OrderRecord } from './records.js';
 import type { NonceStore } from './nonce.js';
 import type { Validators } from '../validation/validators.js';
+import type { EabStore } from '../eab/eab-store.js';
 
 export const ACME_PATHS = {
   directory: '/acme/directory',
@@ -28,6 +29,7 @@ export interface AcmeContext {
   baseUrl: string; // e.g. https://127.0.0.1:8443 (no trailing slash)
   paths: typeof ACME_PATHS;
   store: AcmeStore;
+  eab: EabStore;
   nonces: NonceStore;
   locks: KeyedLock;
   log: Logger;

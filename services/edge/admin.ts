@@ -1,0 +1,39 @@
+import { chmod, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { RaError, toRaError } from '../../shared/errors/index.js';
+import type { EabStore } from './eab/eab-store.js';
+import type { Logger } from './logger.js';
+
+/** The edge's admin socket: a unix socket in its store folder (mode 0600, so only the node's user). */
+export function adminSocketPath(storeDir: string): string {
+  return join(storeDir, 'admin.sock');
+}
+
+/**
+ * Local administration of a running edge (its level store is locked by the process): EAB keys for
+ * `ra-mesh eab add|list|revoke`. Reachable only through the unix socket, never over the network.
+ */
+export async function startAdminServer(eab: EabStore, storeDir: string, log?: Logger): Promise<FastifyInstance | undefined> {
+  const path = adminSocketPath(storeDir);
+  // sun_path holds 107 bytes on Linux.
+  if (Buffer.byteLength(path) > 100) {
+    log?.warn({ path }, 'store path too long for the admin socket; `ra-mesh eab` works only while the edge is stopped');
+    return undefined;
+  }
+  const app = Fastify({ logger: false });
+  app.setErrorHandler(async (err, _req, reply) => {
+    const e = err instanceof RaError ? err : toRaError(err);
+    return reply.code(e.status).send(e.toProblem());
+  });
+  app.get('/eab', async () => eab.list());
+  app.post('/eab', async (req) => {
+    const body = (req.body ?? {}) as { keyId?: string; label?: string };
+    return eab.add({ ...(body.keyId ? { keyId: body.keyId } : {}), ...(body.label ? { label: body.label } : {}) });
+  });
+  app.post('/eab/:keyId/revoke', async (req) => eab.revoke((req.params as { keyId: string }).keyId));
+  await rm(path, { force: true });
+  await app.listen({ path });
+  await chmod(path, 0o600);
+  return app;
+}

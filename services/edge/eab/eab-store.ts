@@ -1,0 +1,68 @@
+import { randomBytes } from 'node:crypto';
+import { RaError } from '../../../shared/errors/index.js';
+import type { Collection, NodeStore } from '../../../shared/store/index.js';
+
+/** An External Account Binding key (RFC 8555 §7.3.4): a MAC key handed to a client out of band. */
+export interface EabKeyRecord {
+  keyId: string;
+  /** base64url HMAC key. */
+  hmacKey: string;
+  createdAt: string;
+  /** Free text an operator gives the key (device group, owner). */
+  label?: string;
+  /** The account the key is bound to: each key binds once. */
+  boundTo: string | null;
+  boundAt?: string;
+  revoked: boolean;
+  revokedAt?: string;
+}
+
+export type EabKeyView = Omit<EabKeyRecord, 'hmacKey'>;
+
+const KEY_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
+
+function view(rec: EabKeyRecord): EabKeyView {
+  const { hmacKey: _k, ...v } = rec;
+  return v;
+}
+
+/** The edge's EAB keys, kept in its level store (managed with `ra-mesh eab add|list|revoke`). */
+export class EabStore {
+  readonly keys: Collection<EabKeyRecord>;
+
+  constructor(readonly db: NodeStore) {
+    this.keys = db.collection('eab');
+  }
+
+  async add(opts: { keyId?: string; label?: string } = {}): Promise<EabKeyRecord> {
+    const keyId = opts.keyId ?? randomBytes(12).toString('base64url');
+    if (!KEY_ID_RE.test(keyId)) throw new RaError('malformed', { detail: 'EAB key id: 1-128 characters of A-Z a-z 0-9 _ -' });
+    if (await this.keys.get(keyId)) throw new RaError('malformed', { detail: `EAB key id "${keyId}" already exists` });
+    const rec: EabKeyRecord = {
+      keyId,
+      // 256-bit MAC key, base64url as clients expect it (certbot --eab-hmac-key, lego --hmac).
+      hmacKey: randomBytes(32).toString('base64url'),
+      createdAt: new Date().toISOString(),
+      ...(opts.label ? { label: opts.label } : {}),
+      boundTo: null,
+      revoked: false,
+    };
+    await this.keys.put(keyId, rec);
+    return rec;
+  }
+
+  async list(): Promise<EabKeyView[]> {
+    return (await this.keys.values()).map(view);
+  }
+
+  async revoke(keyId: string): Promise<EabKeyView> {
+    const rec = await this.keys.get(keyId);
+    if (!rec) throw new RaError('notFound', { detail: `no EAB key "${keyId}"` });
+    if (!rec.revoked) {
+      rec.revoked = true;
+      rec.revokedAt = new Date().toISOString();
+      await this.keys.put(keyId, rec);
+    }
+    return view(rec);
+  }
+}
