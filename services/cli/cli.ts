@@ -6,6 +6,8 @@ usage:
   ra-mesh validate <topology.yaml>           check a topology file and print the chain tree
   ra-mesh up <topology.yaml> [--no-nats] [--only id,id]
                                              start nats-server(s) and the nodes of the topology
+  ra-mesh eab add|list|revoke <topology.yaml> --edge <id> [--key-id <id>] [--label <text>]
+                                             manage an edge's external account binding keys
   ra-mesh schema [--write]                   print (or write shared/config/topology.schema.json) the JSON Schema
 `;
 
@@ -17,6 +19,8 @@ export async function runCli(argv: string[]): Promise<number> {
         return await (await import('./commands/validate.js')).validateCommand(rest);
       case 'up':
         return await (await import('./commands/up.js')).upCommand(rest);
+      case 'eab':
+        return await (await import('./commands/eab.js')).eabCommand(rest);
       case 'schema':
         return await (await import('./commands/schema.js')).schemaCommand(rest);
       case undefined:

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -23,6 +23,8 @@ export interface TestMesh {
   bus: TestBus;
   mesh: RunningMesh;
   dir: string;
+  /** The topology file of this mesh. */
+  topologyFile: string;
   /** ACME directory URL of an edge. */
   directory(edgeId: string): string;
   /** File with the TLS certificate of an edge's ACME listener (trust it in clients). */
@@ -54,6 +56,8 @@ export async function startTestMesh(opts: { nodes: TestNode[]; retransmitMs?: nu
       ...(opts.envelope ? { envelope: opts.envelope } : {}),
       nodes,
     });
+    // On disk too, so tests can run the ra-mesh command against the same topology.
+    await writeFile(join(dir, 'topology.yaml'), yaml);
     const topology = parseTopology(yaml, join(dir, 'topology.yaml'), dir);
     const mesh = await startMesh(topology, {
       nats: false,
@@ -65,6 +69,7 @@ export async function startTestMesh(opts: { nodes: TestNode[]; retransmitMs?: nu
       bus,
       mesh,
       dir,
+      topologyFile: join(dir, 'topology.yaml'),
       directory: (id) => mesh.edges.get(id)!.directoryUrl,
       edgeTlsCert: (id) => mesh.edges.get(id)!.tlsCertFile,
       rootsUrl: () => `${mesh.gateway!.httpUrl}/roots.pem`,
