@@ -88,9 +88,13 @@ export class EdgeService {
           return { cert: await readFile(topology.resolvePath(acme.tls!.cert), 'utf8'), key: await readFile(topology.resolvePath(acme.tls!.key), 'utf8'), certFile: topology.resolvePath(acme.tls!.cert) };
         })()
       : await loadOrCreateEdgeTls(topology.storeDir(nodeId), tlsNames);
-    const resolver = new SegmentResolver(acme.hosts ?? {}, acme.resolver);
+    const resolver = new SegmentResolver({
+      ...(acme.hosts ? { hosts: acme.hosts } : {}),
+      ...(acme.resolver ? { server: acme.resolver } : {}),
+      forbidden: acme.forbiddenAddresses,
+    });
     const validators: Validators = {
-      'http-01': http01Validator(resolver, acme.http01Port),
+      'http-01': http01Validator(resolver, { port: acme.http01Port }),
       'dns-01': dns01Validator(resolver),
       'tls-alpn-01': tlsAlpn01Validator(resolver, acme.tlsAlpn01Port),
     };

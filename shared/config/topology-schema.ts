@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { DURATION_RE } from './duration.js';
 
@@ -10,6 +11,13 @@ const nodeId = z
   .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lower-case letters, digits and "-", at most 63 characters (used in NATS subjects)');
 const natsUrl = z.string().regex(/^(nats|tls):\/\/[^\s]+$/, 'a NATS URL like nats://127.0.0.1:4222');
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/, 'host:port, e.g. 0.0.0.0:8443 or [::1]:8443');
+
+const cidr = z.string().refine((s) => {
+  const [net, bits, extra] = s.split('/');
+  const family = isIP(net ?? '');
+  if (family === 0 || extra !== undefined) return false;
+  return bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128));
+}, 'an IP address or CIDR range, e.g. 10.0.0.0/8 or fd00::/8');
 
 const nameRules = z
   .object({
@@ -48,6 +56,10 @@ export const acmeSchema = z
       .record(z.string(), z.string())
       .optional()
       .describe('hosts-style overrides for validation: name -> address (checked before the resolver)'),
+    forbiddenAddresses: z
+      .array(cidr)
+      .default([])
+      .describe('addresses (CIDR) validation must never connect to, e.g. the edge host itself or management networks'),
     http01Port: z.number().int().min(1).max(65535).default(80).describe('port the http-01 validator connects to'),
     tlsAlpn01Port: z.number().int().min(1).max(65535).default(443).describe('port the tls-alpn-01 validator connects to'),
     eab: z.enum(['required', 'optional', 'off']).default('off').describe('external account binding (RFC 8555 §7.3.4)'),
