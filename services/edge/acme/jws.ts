@@ -9,12 +9,39 @@ import type { AccountRecord } from './records.js';
 // accepted for request signatures (HS* are only for EAB, §7.3.4).
 export const ACCOUNT_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
 
+export interface FlattenedJws {
+  protected: string;
+  payload: string;
+  signature: string;
+}
+
+/**
+ * Shape checks of a flattened JWS (RFC 7515 §7.2.2) as ACME uses it (RFC 8555 §6.2): protected,
+ * payload and signature strings, no unprotected header, one signature; returns the decoded header.
+ * `what` names the object in errors ("JWS", "inner JWS", "externalAccountBinding").
+ */
+export function parseFlattenedJws(v: unknown, what: string): { jws: FlattenedJws; header: Record<string, unknown> } {
+  if (!isRecord(v) || typeof v.protected !== 'string' || typeof v.payload !== 'string' || typeof v.signature !== 'string') {
+    throw new RaError('malformed', { detail: `${what} must be a flattened JWS with protected, payload and signature` });
+  }
+  if ('header' in v || 'signatures' in v) {
+    throw new RaError('malformed', { detail: `${what} must not have an unprotected header or multiple signatures` });
+  }
+  let header: Record<string, unknown>;
+  try {
+    header = decodeProtectedHeader(v as { protected: string }) as Record<string, unknown>;
+  } catch {
+    throw new RaError('malformed', { detail: `${what} protected header is not valid base64url JSON` });
+  }
+  return { jws: v as unknown as FlattenedJws, header };
+}
+
 export interface AcmeRequest<T = unknown> {
   /** Decoded JSON payload; `undefined` for POST-as-GET (empty payload, RFC 8555 §6.3). */
   payload: T | undefined;
   protectedHeader: { alg: string; nonce: string; url: string; jwk?: JWK; kid?: string; [k: string]: unknown };
   /** The raw flattened JWS (needed for nested JWS: key change, EAB). */
-  jws: { protected: string; payload: string; signature: string };
+  jws: FlattenedJws;
   jwk: JWK;
   thumbprint: string;
   account?: AccountRecord;
@@ -42,20 +69,8 @@ export function requestUrl(ctx: AcmeContext, req: FastifyRequest): string {
  */
 export async function verifyAcmeRequest<T = unknown>(ctx: AcmeContext, req: FastifyRequest, opts: VerifyOpts): Promise<AcmeRequest<T>> {
   const body = req.body;
-  // RFC 8555 §6.2: the request body is a JWS in Flattened JSON Serialization.
-  if (!isRecord(body) || typeof body.protected !== 'string' || typeof body.payload !== 'string' || typeof body.signature !== 'string') {
-    throw new RaError('malformed', { detail: 'request body must be a flattened JWS with protected, payload and signature' });
-  }
-  // RFC 8555 §6.2: no unprotected header, exactly one signature.
-  if ('header' in body || 'signatures' in body) {
-    throw new RaError('malformed', { detail: 'JWS must not have an unprotected header or multiple signatures' });
-  }
-  let header: Record<string, unknown>;
-  try {
-    header = decodeProtectedHeader(body as { protected: string }) as Record<string, unknown>;
-  } catch {
-    throw new RaError('malformed', { detail: 'JWS protected header is not valid base64url JSON' });
-  }
+  // RFC 8555 §6.2: the request body is a JWS in Flattened JSON Serialization, one signature, no unprotected header.
+  const { jws, header } = parseFlattenedJws(body, 'JWS');
   const alg = header.alg;
   // RFC 8555 §6.2: alg MUST NOT be "none" nor a MAC algorithm.
   if (typeof alg !== 'string' || !(ACCOUNT_ALGS as readonly string[]).includes(alg)) {
@@ -104,7 +119,7 @@ export async function verifyAcmeRequest<T = unknown>(ctx: AcmeContext, req: Fast
   }
   let payloadBytes: Uint8Array;
   try {
-    ({ payload: payloadBytes } = await flattenedVerify(body as { protected: string; payload: string; signature: string }, key, {
+    ({ payload: payloadBytes } = await flattenedVerify(jws, key, {
       algorithms: [...ACCOUNT_ALGS],
     }));
   } catch (e) {
@@ -130,7 +145,7 @@ export async function verifyAcmeRequest<T = unknown>(ctx: AcmeContext, req: Fast
   return {
     payload,
     protectedHeader: header as AcmeRequest['protectedHeader'],
-    jws: body as AcmeRequest['jws'],
+    jws,
     jwk,
     thumbprint: await calculateJwkThumbprint(jwk, 'sha256'),
     ...(account ? { account } : {}),

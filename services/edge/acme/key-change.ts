@@ -1,25 +1,16 @@
 import type { FastifyInstance } from 'fastify';
-import { calculateJwkThumbprint, decodeProtectedHeader, flattenedVerify, importJWK, type JWK } from 'jose';
+import { calculateJwkThumbprint, flattenedVerify, importJWK, type JWK } from 'jose';
 import { RaError } from '../../../shared/errors/index.js';
 import type { AcmeContext } from './context.js';
 import { accountUrl } from './context.js';
-import { ACCOUNT_ALGS, verifyAcmeRequest } from './jws.js';
+import { ACCOUNT_ALGS, parseFlattenedJws, verifyAcmeRequest } from './jws.js';
 
 export function registerKeyChange(app: FastifyInstance, ctx: AcmeContext): void {
   // RFC 8555 §7.3.5: account key rollover. The outer JWS is signed by the current key (kid), its
   // payload is an inner JWS signed by the new key (jwk) over {account, oldKey}.
   app.post(ctx.paths.keyChange, async (req, reply) => {
     const outer = await verifyAcmeRequest<Record<string, unknown>>(ctx, req, { key: 'kid' });
-    const inner = outer.payload;
-    if (!inner || typeof inner.protected !== 'string' || typeof inner.payload !== 'string' || typeof inner.signature !== 'string') {
-      throw new RaError('malformed', { detail: 'keyChange payload must be a flattened JWS signed by the new key' });
-    }
-    let header: Record<string, unknown>;
-    try {
-      header = decodeProtectedHeader(inner as { protected: string }) as Record<string, unknown>;
-    } catch {
-      throw new RaError('malformed', { detail: 'inner JWS header is not valid' });
-    }
+    const { jws: inner, header } = parseFlattenedJws(outer.payload, 'inner JWS (keyChange payload)');
     // RFC 8555 §7.3.5: the inner JWS has a "jwk" (the new key), the same "url", and no "nonce".
     if (typeof header.alg !== 'string' || !(ACCOUNT_ALGS as readonly string[]).includes(header.alg)) {
       throw new RaError('badSignatureAlgorithm', { detail: 'inner JWS algorithm is not supported' });
@@ -34,7 +25,7 @@ export function registerKeyChange(app: FastifyInstance, ctx: AcmeContext): void 
     let payload: { account?: unknown; oldKey?: unknown };
     try {
       const key = await importJWK(newJwk, header.alg);
-      const res = await flattenedVerify(inner as { protected: string; payload: string; signature: string }, key, { algorithms: [...ACCOUNT_ALGS] });
+      const res = await flattenedVerify(inner, key, { algorithms: [...ACCOUNT_ALGS] });
       payload = JSON.parse(Buffer.from(res.payload).toString('utf8'));
     } catch (e) {
       throw new RaError('malformed', { detail: 'inner JWS signature verification failed', cause: e });

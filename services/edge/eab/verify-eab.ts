@@ -1,4 +1,5 @@
-import { calculateJwkThumbprint, decodeProtectedHeader, flattenedVerify, type JWK } from 'jose';
+import { calculateJwkThumbprint, flattenedVerify, type JWK } from 'jose';
+import { parseFlattenedJws } from '../acme/jws.js';
 import { RaError } from '../../../shared/errors/index.js';
 import type { EabKeyRecord, EabStore } from './eab-store.js';
 
@@ -12,19 +13,7 @@ export async function verifyExternalAccountBinding(
   eab: unknown,
   opts: { store: EabStore; newAccountUrl: string; accountJwk: JWK },
 ): Promise<EabKeyRecord> {
-  if (typeof eab !== 'object' || eab === null || Array.isArray(eab)) {
-    throw new RaError('malformed', { detail: 'externalAccountBinding must be a flattened JWS object' });
-  }
-  const jws = eab as Record<string, unknown>;
-  if (typeof jws.protected !== 'string' || typeof jws.payload !== 'string' || typeof jws.signature !== 'string') {
-    throw new RaError('malformed', { detail: 'externalAccountBinding must have protected, payload and signature' });
-  }
-  let header: Record<string, unknown>;
-  try {
-    header = decodeProtectedHeader(jws as { protected: string }) as Record<string, unknown>;
-  } catch {
-    throw new RaError('malformed', { detail: 'externalAccountBinding protected header is not valid' });
-  }
+  const { jws, header } = parseFlattenedJws(eab, 'externalAccountBinding');
   // RFC 8555 §7.3.4: a MAC algorithm, the EAB key id as kid, the newAccount URL, and no nonce.
   if (typeof header.alg !== 'string' || !EAB_ALGS.includes(header.alg)) {
     throw new RaError('badSignatureAlgorithm', { detail: `externalAccountBinding alg must be one of ${EAB_ALGS.join(', ')}` });
@@ -39,7 +28,7 @@ export async function verifyExternalAccountBinding(
   if (rec.boundTo !== null) throw new RaError('unauthorized', { detail: `external account key "${header.kid}" is already bound to an account` });
   let payload: Uint8Array;
   try {
-    ({ payload } = await flattenedVerify(jws as { protected: string; payload: string; signature: string }, Buffer.from(rec.hmacKey, 'base64url'), {
+    ({ payload } = await flattenedVerify(jws, Buffer.from(rec.hmacKey, 'base64url'), {
       algorithms: EAB_ALGS,
     }));
   } catch (e) {
