@@ -23,6 +23,7 @@ import { ACME_PATHS, type AcmeContext } from './acme/context.js';
 import { NonceStore } from './acme/nonce.js';
 import { AcmeStore, type OrderRecord, type OutboxRecord } from './acme/records.js';
 import { buildAcmeServer } from './acme/server.js';
+import { pruneExpired } from './acme/prune.js';
 import { loadOrCreateEdgeTls } from './tls.js';
 import { EabStore } from './eab/eab-store.js';
 import { startAdminServer } from './admin.js';
@@ -31,6 +32,8 @@ import { http01Validator } from './validation/http-01.js';
 import { dns01Validator } from './validation/dns-01.js';
 import { tlsAlpn01Validator } from './validation/tls-alpn-01.js';
 import type { Validators } from './validation/validators.js';
+
+const PRUNE_INTERVAL_MS = 10 * 60_000;
 
 export interface EdgeServiceOptions {
   topology: Topology;
@@ -52,6 +55,7 @@ export class EdgeService {
   private sub?: Subscription;
   private timer?: NodeJS.Timeout;
   private sweeping = false;
+  private lastPruneAt = 0;
   private app?: FastifyInstance;
   private admin?: FastifyInstance;
   private listening?: string;
@@ -248,11 +252,21 @@ export class EdgeService {
         this.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting envelope');
         this.publish(out);
       }
+      await this.pruneIfDue(now);
     } catch (e) {
       this.log.error({ err: e }, 'outbox sweep failed');
     } finally {
       this.sweeping = false;
     }
+  }
+
+  /** Removes orders expired longer than acme.retention ago; runs at most every 10 minutes (or retention). */
+  private async pruneIfDue(now: number): Promise<void> {
+    const retentionMs = parseDuration(this.ctx.acme.retention);
+    if (now - this.lastPruneAt < Math.min(PRUNE_INTERVAL_MS, retentionMs)) return;
+    this.lastPruneAt = now;
+    const removed = await pruneExpired(this.store, now, retentionMs);
+    if (removed > 0) this.log.info({ removed }, 'pruned expired orders');
   }
 
   private async refreshed(jws: string, now: number): Promise<string> {

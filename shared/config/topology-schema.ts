@@ -71,6 +71,9 @@ export const acmeSchema = z
       .describe('TLS certificate for the ACME listener; without it the edge makes and keeps a self-signed one'),
     orderLifetime: duration.default('24h').describe('how long a pending or processing order stays usable'),
     retryAfter: z.number().int().min(1).max(3600).default(1).describe('seconds sent in Retry-After while an order is processing'),
+    retention: duration
+      .default('7d')
+      .describe('how long expired orders with their authorizations and challenges are kept before they are pruned'),
   })
   .strict();
 
