@@ -8,6 +8,9 @@ usage:
                                              start nats-server(s) and the nodes of the topology
   ra-mesh eab add|list|revoke <topology.yaml> --edge <id> [--key-id <id>] [--label <text>]
                                              manage an edge's external account binding keys
+  ra-mesh nats-config <topology.yaml> [--out <dir>]
+                                             write the nats-server configs (node users, subject permissions,
+                                             leaf-link logins, TLS) and create missing NATS credentials
   ra-mesh schema [--write]                   print (or write shared/config/topology.schema.json) the JSON Schema
 `;
 
@@ -21,6 +24,8 @@ export async function runCli(argv: string[]): Promise<number> {
         return await (await import('./commands/up.js')).upCommand(rest);
       case 'eab':
         return await (await import('./commands/eab.js')).eabCommand(rest);
+      case 'nats-config':
+        return await (await import('./commands/nats-config.js')).natsConfigCommand(rest);
       case 'schema':
         return await (await import('./commands/schema.js')).schemaCommand(rest);
       case undefined:

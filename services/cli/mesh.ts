@@ -1,6 +1,7 @@
 import type { Topology } from '../../shared/config/index.js';
 import { KeyRing, loadOrCreateNodeKey } from '../../shared/envelope/index.js';
-import { natsServerSpecs, startNatsServers } from '../../shared/bus/nats-server.js';
+import { natsServerSpecs, startNatsServers, type RunningNatsServer } from '../../shared/bus/nats-server.js';
+import { ensureBusCredentials } from '../../shared/bus/auth.js';
 import { createLogger, type Logger } from '../../shared/logging/logger.js';
 import { EdgeService } from '../edge/index.js';
 import { GatewayService } from '../gateway/index.js';
@@ -10,6 +11,8 @@ export interface RunningMesh {
   gateway?: GatewayService;
   relays: Map<string, RelayService>;
   edges: Map<string, EdgeService>;
+  /** The nats-server processes this mesh started (hub first), when it started them. */
+  nats?: RunningNatsServer[];
   stop(): Promise<void>;
 }
 
@@ -43,9 +46,12 @@ export async function startMesh(topology: Topology, opts: StartMeshOptions = {})
     },
   };
   try {
+    // Every node's NATS credentials exist (made on first start) before the servers that check them start.
+    const credentials = await ensureBusCredentials(topology);
     if (opts.nats !== false) {
-      const bus = await startNatsServers(natsServerSpecs(topology), { log });
+      const bus = await startNatsServers(natsServerSpecs(topology, undefined, credentials), { log });
       stops.push(() => bus.stop());
+      mesh.nats = bus.servers;
     }
     const depth = (id: string) => topology.pathToGateway(id).length;
     const ordered = topology.nodes.filter((n) => wanted.has(n.id)).sort((a, b) => depth(a.id) - depth(b.id));

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { headers as natsHeaders, type NatsConnection, type Subscription } from 'nats';
 import { parseDuration, splitHostPort, urlHost, type Topology } from '../../shared/config/index.js';
 import { connectBus } from '../../shared/bus/connect.js';
+import { nodeConnectOptions } from '../../shared/bus/auth.js';
 import { downSubject, ENVELOPE_ID_HEADER, upSubject } from '../../shared/bus/subjects.js';
 import {
   KeyRing,
@@ -138,7 +139,11 @@ export class EdgeService {
   }
 
   async start(): Promise<void> {
-    this.nc = await connectBus(this.topology.natsUrl(this.nodeId), { name: this.nodeId, log: this.log });
+    this.nc = await connectBus(this.topology.natsUrl(this.nodeId), {
+      name: this.nodeId,
+      log: this.log,
+      connection: await nodeConnectOptions(this.topology, this.nodeId),
+    });
     this.sub = this.nc.subscribe(downSubject(this.nodeId), {
       callback: (err, msg) => {
         if (err) return this.log.error({ err }, 'down subscription error');

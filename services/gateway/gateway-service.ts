@@ -2,6 +2,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { headers as natsHeaders, type NatsConnection, type Subscription } from 'nats';
 import { parseDuration, splitHostPort, urlHost, type Topology } from '../../shared/config/index.js';
 import { connectBus } from '../../shared/bus/connect.js';
+import { nodeConnectOptions } from '../../shared/bus/auth.js';
 import { downSubject, ENVELOPE_ID_HEADER, upSubject } from '../../shared/bus/subjects.js';
 import {
   KeyRing,
@@ -89,7 +90,11 @@ export class GatewayService {
   rootFingerprints: string[] = [];
 
   async start(): Promise<void> {
-    this.nc = await connectBus(this.topology.natsUrl(this.nodeId), { name: this.nodeId, log: this.log });
+    this.nc = await connectBus(this.topology.natsUrl(this.nodeId), {
+      name: this.nodeId,
+      log: this.log,
+      connection: await nodeConnectOptions(this.topology, this.nodeId),
+    });
     this.sub = this.nc.subscribe(upSubject(this.nodeId), {
       queue: this.nodeId,
       callback: (err, msg) => {

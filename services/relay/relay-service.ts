@@ -1,6 +1,7 @@
 import { headers as natsHeaders, type NatsConnection, type Subscription } from 'nats';
 import { parseDuration, type Topology } from '../../shared/config/index.js';
 import { connectBus } from '../../shared/bus/connect.js';
+import { nodeConnectOptions } from '../../shared/bus/auth.js';
 import { downSubject, ENVELOPE_ID_HEADER, upSubject } from '../../shared/bus/subjects.js';
 import {
   KeyRing,
@@ -62,7 +63,11 @@ export class RelayService {
   }
 
   async start(): Promise<void> {
-    this.nc = await connectBus(this.topology.natsUrl(this.nodeId), { name: this.nodeId, log: this.log });
+    this.nc = await connectBus(this.topology.natsUrl(this.nodeId), {
+      name: this.nodeId,
+      log: this.log,
+      connection: await nodeConnectOptions(this.topology, this.nodeId),
+    });
     this.sub = this.nc.subscribe(upSubject(this.nodeId), {
       queue: this.nodeId,
       callback: (err, msg) => {

@@ -1,4 +1,4 @@
-import { connect, type NatsConnection } from 'nats';
+import { connect, type ConnectionOptions, type NatsConnection } from 'nats';
 import { createLogger, type Logger } from '../logging/logger.js';
 
 export interface ConnectBusOptions {
@@ -6,6 +6,8 @@ export interface ConnectBusOptions {
   name: string;
   /** Default: createLogger('bus', { connection: name }). */
   log?: Logger;
+  /** Authenticator and TLS of the node (see nodeConnectOptions in auth.ts). */
+  connection?: Partial<ConnectionOptions>;
 }
 
 const STILL_WAITING_LOG_MS = 5_000;
@@ -26,6 +28,7 @@ export async function connectBus(url: string, opts: ConnectBusOptions): Promise<
   let nc: NatsConnection;
   try {
     nc = await connect({
+      ...opts.connection,
       servers: url,
       name: opts.name,
       maxReconnectAttempts: -1,

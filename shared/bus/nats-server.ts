@@ -4,12 +4,13 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect as netConnect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { splitHostPort, urlHost, type Topology } from '../config/index.js';
 import type { Logger } from '../logging/logger.js';
+import type { BusCredentials, LeafLinkUser, NatsUser } from './auth.js';
 
 export interface NatsServerSpec {
   /** 'hub' or the dc name; also names the config and log files. */
@@ -28,6 +29,14 @@ export interface NatsServerSpec {
   serverName?: string;
   /** HTTP monitoring port on `host`. Default: a random port chosen by nats-server, found through its ports file. */
   httpPort?: number;
+  /** Node users with their subject permissions (every server knows every node: a node may connect anywhere). */
+  users?: NatsUser[];
+  /** Hub only: the logins leaf servers use on their links. */
+  leafUsers?: LeafLinkUser[];
+  /** Leaf only: this leaf's login on its link to the hub. */
+  leafLogin?: { user: string; password: string };
+  /** TLS on the client port and the leaf link (absolute file paths). */
+  tls?: { ca: string; cert: string; key: string };
 }
 
 export interface RunningNatsServer {
@@ -100,7 +109,14 @@ function loopbackFor(host: string): string {
  * The hub plus one leaf per `nats.dcs` entry. JetStream stores go to `<dataDir>/<name>`
  * (dataDir default `<stateDir>/nats`; nats-server adds its own `jetstream/` below that).
  */
-export function natsServerSpecs(topology: Topology, dataDir: string = join(topology.stateDir(), 'nats')): NatsServerSpec[] {
+export function natsServerSpecs(
+  topology: Topology,
+  dataDir: string = join(topology.stateDir(), 'nats'),
+  credentials?: BusCredentials,
+): NatsServerSpec[] {
+  if (topology.config.nats.auth === 'nkey' && !credentials) {
+    throw new Error('nats.auth is nkey: pass the bus credentials (ensureBusCredentials) to natsServerSpecs');
+  }
   const nats = topology.config.nats;
   const base = resolve(dataDir);
   const mesh = topology.config.mesh.replace(/[^A-Za-z0-9_-]/g, '_');
@@ -145,6 +161,19 @@ export function natsServerSpecs(topology: Topology, dataDir: string = join(topol
   for (const s of specs) {
     claim(s.host, s.port, `${s.name} (client)`);
     if (s.leafnodeListen) claim(s.leafnodeListen.host, s.leafnodeListen.port, `${s.name} (leafnodes)`);
+  }
+  const tls = topology.config.nats.tls;
+  for (const s of specs) {
+    if (credentials) {
+      s.users = credentials.users;
+      if (s.role === 'hub') s.leafUsers = credentials.leafLinks;
+      else {
+        const login = credentials.leafLinks.find((l) => l.dc === s.name);
+        if (!login) throw new Error(`nats: no leaf-link login for data center "${s.name}"`);
+        s.leafLogin = { user: login.user, password: login.password };
+      }
+    }
+    if (tls) s.tls = { ca: topology.resolvePath(tls.ca), cert: topology.resolvePath(tls.cert), key: topology.resolvePath(tls.key) };
   }
   for (const s of specs) validateSpec(s);
   return specs;
@@ -192,10 +221,48 @@ export function renderNatsConfig(spec: NatsServerSpec, extra: { portsFileDir?: s
     '}',
     '',
   );
+  const tlsBlock = (indent: string, server: boolean): string[] =>
+    spec.tls
+      ? [
+          `${indent}tls {`,
+          ...(server ? [`${indent}  cert_file: ${q(spec.tls.cert)}`, `${indent}  key_file: ${q(spec.tls.key)}`] : []),
+          `${indent}  ca_file: ${q(spec.tls.ca)}`,
+          `${indent}}`,
+        ]
+      : [];
+  lines.push(...tlsBlock('', true));
+  if (spec.users) {
+    lines.push('authorization {', '  users: [');
+    for (const u of spec.users) {
+      lines.push(
+        `    # ${u.node}`,
+        `    { nkey: ${q(u.nkey)}, permissions: {`,
+        `        publish: { allow: ${JSON.stringify(u.permissions.publish)} },`,
+        `        subscribe: { allow: ${JSON.stringify(u.permissions.subscribe)} } } }`,
+      );
+    }
+    lines.push('  ]', '}', '');
+  }
   if (spec.role === 'hub') {
-    lines.push('leafnodes {', `  host: ${q(spec.leafnodeListen!.host)}`, `  port: ${spec.leafnodeListen!.port}`, '}');
+    lines.push('leafnodes {', `  host: ${q(spec.leafnodeListen!.host)}`, `  port: ${spec.leafnodeListen!.port}`);
+    lines.push(...tlsBlock('  ', true));
+    if (spec.leafUsers) {
+      lines.push('  authorization {', '    users: [');
+      for (const l of spec.leafUsers) lines.push(`      { user: ${q(l.user)}, password: ${q(l.password)} }`);
+      lines.push('    ]', '  }');
+    }
+    lines.push('}');
   } else {
-    lines.push('leafnodes {', '  reconnect: 1', `  remotes: [ { url: ${q(spec.hubLeafUrl!)} } ]`, '}');
+    let url = spec.hubLeafUrl!;
+    if (spec.leafLogin) {
+      const u = new URL(url);
+      u.username = encodeURIComponent(spec.leafLogin.user);
+      u.password = encodeURIComponent(spec.leafLogin.password);
+      url = u.toString().replace(/\/$/, '');
+    }
+    lines.push('leafnodes {', '  reconnect: 1', '  remotes: [ {', `    url: ${q(url)}`);
+    lines.push(...tlsBlock('    ', false));
+    lines.push('  } ]', '}');
   }
   return lines.join('\n') + '\n';
 }
@@ -346,7 +413,9 @@ class ManagedNatsServer implements RunningNatsServer {
     await rm(this.portsDir, { recursive: true, force: true });
     await mkdir(this.portsDir, { recursive: true });
     await mkdir(this.spec.jetstream.storeDir, { recursive: true });
-    await writeFile(this.configFile, renderNatsConfig(this.spec, { portsFileDir: this.portsDir }));
+    // The config may hold leaf-link passwords: owner-only.
+    await writeFile(this.configFile, renderNatsConfig(this.spec, { portsFileDir: this.portsDir }), { mode: 0o600 });
+    await chmod(this.configFile, 0o600);
     const child = await spawnServer(this.bin, this.configFile, this.logFile);
     this.child = child;
     this.monitor = '';

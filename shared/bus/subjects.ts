@@ -16,3 +16,6 @@ export function downSubject(edgeId: string): string {
 
 /** Header carrying the envelope id on every bus message (also the JetStream dedupe key, Nats-Msg-Id). */
 export const ENVELOPE_ID_HEADER = 'Ra-Mesh-Envelope-Id';
+
+/** Prefix of request/reply inboxes (the nats client's default); nodes may subscribe below it. */
+export const INBOX_PREFIX = '_INBOX';

@@ -109,9 +109,26 @@ export const topologySchema = z
         hub: natsUrl.default('nats://127.0.0.1:4222').describe('client URL of the hub NATS server'),
         leafnodeListen: hostPort.default('127.0.0.1:7422').describe('where the hub accepts leaf-node connections'),
         dcs: z.record(z.string(), natsUrl).default({}).describe('client URL of the leaf NATS server of each data center'),
+        auth: z
+          .enum(['nkey', 'none'])
+          .default('nkey')
+          .describe('nkey: one nkey per node with subject permissions from the topology, and a password per leaf link; none: an open bus (development only)'),
+        credentialsDir: z
+          .string()
+          .optional()
+          .describe('directory of NATS credentials: <node>.nk seeds and leaf-<dc>.pass passwords (default <keysDir>/nats)'),
+        tls: z
+          .object({
+            ca: z.string().describe('PEM CA bundle nodes and leaf servers use to verify NATS servers'),
+            cert: z.string().describe('PEM certificate of the NATS servers ra-mesh starts (must name their hosts)'),
+            key: z.string().describe('PEM private key of that certificate'),
+          })
+          .strict()
+          .optional()
+          .describe('TLS on every client port and leaf link of the NATS servers ra-mesh starts; nodes verify the servers with ca'),
       })
       .strict()
-      .default({ hub: 'nats://127.0.0.1:4222', leafnodeListen: '127.0.0.1:7422', dcs: {} })
+      .default({ hub: 'nats://127.0.0.1:4222', leafnodeListen: '127.0.0.1:7422', dcs: {}, auth: 'nkey' })
       .describe('the message bus: a hub server and one leaf server per data center'),
     envelope: z
       .object({

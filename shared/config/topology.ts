@@ -176,6 +176,18 @@ export class Topology {
     return this.config.keysDir ? this.resolvePath(this.config.keysDir) : resolve(this.stateDir(), 'keys');
   }
 
+  /** Where NATS credentials live: <node>.nk seeds and leaf-<dc>.pass passwords. */
+  natsCredentialsDir(): string {
+    const d = this.config.nats.credentialsDir;
+    return d ? this.resolvePath(d) : resolve(this.keysDir(), 'nats');
+  }
+
+  /** Every edge below a node (the node itself if it is an edge). */
+  edgesBelow(id: string): string[] {
+    if (this.node(id).role === 'edge') return [id];
+    return this.children(id).flatMap((c) => this.edgesBelow(c.id));
+  }
+
   /** The chain as an indented tree, gateway at the top (what `ra-mesh validate` prints). */
   formatTree(): string {
     const lines: string[] = [`mesh ${this.config.mesh}`];

@@ -193,6 +193,7 @@ describe('bus: specs and failures', () => {
         '  hub: nats://127.0.0.1:4322',
         '  leafnodeListen: 127.0.0.1:7522',
         '  dcs: {dc-west: "nats://127.0.0.1:4323", dc-east: "nats://[::1]:4324"}',
+        '  auth: none',
         'nodes:',
         '  - {id: gw, role: gateway, dc: dc-core}',
       ].join('\n'),
@@ -214,8 +215,46 @@ describe('bus: specs and failures', () => {
     assert.match(leafConf, /server_name: "t-dc-east"/);
     assert.match(leafConf, /domain: "dc-east"/);
     assert.match(leafConf, /reconnect: 1/);
-    assert.match(leafConf, /remotes: \[ \{ url: "nats-leaf:\/\/127\.0\.0\.1:7522" \} \]/);
+    assert.match(leafConf, /remotes: \[ \{\n {4}url: "nats-leaf:\/\/127\.0\.0\.1:7522"\n {2}\} \]/);
     assert.match(renderNatsConfig(specs[0]!), /leafnodes \{\n {2}host: "127\.0\.0\.1"\n {2}port: 7522\n\}/);
+    assert.doesNotMatch(renderNatsConfig(specs[0]!), /authorization/);
+    // nats.auth defaults to nkey: the specs then need the bus credentials.
+    const secured = parseTopology('mesh: t\nnodes:\n  - {id: gw, role: gateway, dc: dc-core}\n', 't.yaml', '/srv/mesh');
+    assert.throws(() => natsServerSpecs(secured), /pass the bus credentials/);
+  });
+
+  it('ok/specs-with-credentials: node users with permissions, leaf logins, TLS files', () => {
+    const topo = parseTopology(
+      [
+        'mesh: t',
+        'nats:',
+        '  hub: nats://127.0.0.1:4322',
+        '  leafnodeListen: 127.0.0.1:7522',
+        '  dcs: {dc-west: "nats://127.0.0.1:4323"}',
+        '  tls: {ca: tls/ca.pem, cert: tls/server.pem, key: tls/server.key}',
+        'nodes:',
+        '  - {id: gw, role: gateway, dc: dc-core}',
+        '  - {id: edge-w, role: edge, dc: dc-west, parent: gw}',
+      ].join('\n'),
+      't.yaml',
+      '/srv/mesh',
+    );
+    const creds = {
+      users: [
+        { node: 'gw', nkey: 'UGW', permissions: { publish: ['ramesh.down.edge-w'], subscribe: ['ramesh.up.gw', '_INBOX.>'] } },
+        { node: 'edge-w', nkey: 'UEDGE', permissions: { publish: ['ramesh.up.gw'], subscribe: ['ramesh.down.edge-w', '_INBOX.>'] } },
+      ],
+      leafLinks: [{ dc: 'dc-west', user: 'leaf-dc-west', password: 'pw-west' }],
+    };
+    const [hub, leaf] = natsServerSpecs(topo, undefined, creds);
+    const hubConf = renderNatsConfig(hub!);
+    const leafConf = renderNatsConfig(leaf!);
+    for (const conf of [hubConf, leafConf]) {
+      assert.match(conf, /\{ nkey: "UEDGE", permissions: \{\n {8}publish: \{ allow: \["ramesh\.up\.gw"\] \},\n {8}subscribe: \{ allow: \["ramesh\.down\.edge-w","_INBOX\.>"\] \} \} \}/);
+      assert.match(conf, /^tls \{\n {2}cert_file: "\/srv\/mesh\/tls\/server\.pem"\n {2}key_file: "\/srv\/mesh\/tls\/server\.key"\n {2}ca_file: "\/srv\/mesh\/tls\/ca\.pem"\n\}/m);
+    }
+    assert.match(hubConf, /authorization \{\n {4}users: \[\n {6}\{ user: "leaf-dc-west", password: "pw-west" \}/);
+    assert.match(leafConf, /url: "nats-leaf:\/\/leaf-dc-west:pw-west@127\.0\.0\.1:7522"\n {4}tls \{\n {6}ca_file: "\/srv\/mesh\/tls\/ca\.pem"\n {4}\}/);
   });
 
   it('fail/bad-binary: a missing nats-server says how to install it', async () => {

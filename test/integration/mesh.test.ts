@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { connect, type NatsConnection } from 'nats';
 import { downSubject, upSubject } from '../../shared/bus/subjects.js';
+import { nodeConnectOptions } from '../../shared/bus/auth.js';
 import { loadOrCreateNodeKey, newEdgePayload, signEdgeEnvelope, verifyResult, type NodeKey, type ResultPayload } from '../../shared/envelope/index.js';
 import { parseDuration } from '../../shared/config/index.js';
 import { startTestMesh, type TestMesh } from '../harness/mesh.js';
@@ -30,7 +31,7 @@ describe('integration: envelope through two relays over hub + 2 leaf servers', {
     root = await httpGet(m.rootsUrl());
     // Act as edge-b on its own leaf server with edge-b's key.
     edgeKey = await loadOrCreateNodeKey(m.topology.keysDir(), 'edge-b');
-    nc = await connect({ servers: m.bus.dcs['dc-b']! });
+    nc = await connectAs('edge-b');
     nc.subscribe(downSubject('edge-b'), {
       callback: async (_e, msg) => {
         const keys = (await import('../../shared/envelope/index.js')).KeyRing;
@@ -42,8 +43,16 @@ describe('integration: envelope through two relays over hub + 2 leaf servers', {
     await nc.flush();
   });
 
+  /** A bus connection with a node's own NATS credentials, on that node's server. */
+  async function connectAs(node: string): Promise<NatsConnection> {
+    const c = await connect({ servers: m.topology.natsUrl(node), ...(await nodeConnectOptions(m.topology, node)) });
+    extra.push(c);
+    return c;
+  }
+  const extra: NatsConnection[] = [];
+
   after(async () => {
-    await nc?.close();
+    for (const c of extra) await c.close().catch(() => undefined);
     await m?.stop();
   });
 
@@ -130,15 +139,15 @@ describe('integration: envelope through two relays over hub + 2 leaf servers', {
     const before = m.mesh.gateway!.issued;
     const { jws: good } = await envelope(['later.corp.test']);
     const junk = ['', 'not a jws', 'a.b.c', good.slice(0, good.length - 10), good.replace(/\.[^.]+$/, '.AAAA'), 'x'.repeat(200_000)];
-    for (const j of junk) {
-      for (const subject of [upSubject('relay-2'), upSubject('relay-1'), upSubject('gw')]) {
-        nc.publish(subject, new TextEncoder().encode(j));
-      }
-    }
-    // An envelope sent by the edge straight to the gateway skips relays: wrong parent, dropped.
+    // Each queue gets junk from a connection allowed to publish there (the node's child).
+    const asRelay2 = await connectAs('relay-2');
+    const asRelay1 = await connectAs('relay-1');
+    const senders: Array<[NatsConnection, string]> = [[nc, upSubject('relay-2')], [asRelay2, upSubject('relay-1')], [asRelay1, upSubject('gw')]];
+    for (const j of junk) for (const [c, subject] of senders) c.publish(subject, new TextEncoder().encode(j));
+    // The edge's own envelope handed to the gateway unwrapped (a relay skipped): wrong parent, dropped.
     const { id: skipId, jws: skip } = await envelope(['skip.corp.test']);
-    nc.publish(upSubject('gw'), new TextEncoder().encode(skip));
-    await nc.flush();
+    asRelay1.publish(upSubject('gw'), new TextEncoder().encode(skip));
+    for (const [c] of senders) await c.flush();
     const { id, jws } = await envelope(['still.corp.test']);
     await send(jws);
     const [r] = await waitResult(id);

@@ -1,0 +1,225 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { connect, nkeyAuthenticator, nkeys, type NatsConnection, type Msg } from 'nats';
+import { nodeConnectOptions, nodePermissions } from '../../shared/bus/auth.js';
+import { startNatsServer, type NatsServerSpec } from '../../shared/bus/nats-server.js';
+import { downSubject, upSubject } from '../../shared/bus/subjects.js';
+import { startTestMesh, type TestMesh } from '../harness/mesh.js';
+import { freePorts } from '../harness/ports.js';
+import { makeTestServerTls } from '../harness/tls.js';
+import { makeCsr } from '../harness/acme-client.js';
+import { KeyRing, loadOrCreateNodeKey, newEdgePayload, signEdgeEnvelope, verifyResult } from '../../shared/envelope/index.js';
+
+// Bus security with real nats-server processes: per-node nkeys with subject permissions generated
+// from the topology (nats.auth: nkey, the default) and per-dc passwords on leaf links. What a node may
+// not do is refused by nats-server itself.
+
+const enc = new TextEncoder();
+
+/** The permission violations the server reports on a connection, as "<publish|subscription> <subject>". */
+function errorsOf(nc: NatsConnection): string[] {
+  const out: string[] = [];
+  void (async () => {
+    for await (const s of nc.status()) {
+      const ctx = (s as { permissionContext?: { operation: string; subject: string } }).permissionContext;
+      if (s.type === 'error' && s.data === 'PERMISSIONS_VIOLATION' && ctx) out.push(`${ctx.operation} ${ctx.subject}`);
+    }
+  })().catch(() => undefined);
+  return out;
+}
+
+async function waitFor(cond: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('integration: bus credentials and subject permissions', { timeout: 120_000 }, () => {
+  let m: TestMesh;
+  const conns: NatsConnection[] = [];
+
+  before(async () => {
+    m = await startTestMesh({
+      nodes: [
+        { id: 'gw', role: 'gateway', dc: 'core' },
+        { id: 'relay-a', role: 'relay', dc: 'dc-a', parent: 'gw' },
+        { id: 'edge-a', role: 'edge', dc: 'dc-a', parent: 'relay-a' },
+        { id: 'edge-b', role: 'edge', dc: 'dc-b', parent: 'gw' },
+      ],
+    });
+  });
+  after(async () => {
+    for (const c of conns) await c.close().catch(() => undefined);
+    await m?.stop();
+  });
+
+  async function as(node: string, server = m.topology.natsUrl(node)): Promise<NatsConnection> {
+    const c = await connect({ servers: server, reconnect: false, ...(await nodeConnectOptions(m.topology, node)) });
+    conns.push(c);
+    return c;
+  }
+
+  test('ok/permissions follow the topology', () => {
+    assert.deepEqual(nodePermissions(m.topology, 'edge-a'), { publish: [upSubject('relay-a')], subscribe: [downSubject('edge-a'), '_INBOX.>'] });
+    assert.deepEqual(nodePermissions(m.topology, 'relay-a'), { publish: [upSubject('gw'), downSubject('edge-a')], subscribe: [upSubject('relay-a'), '_INBOX.>'] });
+    assert.deepEqual(nodePermissions(m.topology, 'gw').publish.sort(), [downSubject('edge-a'), downSubject('edge-b')]);
+  });
+
+  test('ok/credentials are owner-only files; the server config holds no node secret', async () => {
+    const seedFile = join(m.topology.natsCredentialsDir(), 'edge-a.nk');
+    assert.equal((await stat(seedFile)).mode & 0o777, 0o600);
+    const seed = (await readFile(seedFile, 'utf8')).trim();
+    const conf = await readFile(join(m.bus.dir, 'hub.conf'), 'utf8');
+    assert.equal((await stat(join(m.bus.dir, 'hub.conf'))).mode & 0o777, 0o600);
+    assert.ok(!conf.includes(seed), 'seed not in the server config');
+    assert.ok(conf.includes(nkeys.fromSeed(enc.encode(seed)).getPublicKey()), 'public nkey in the server config');
+  });
+
+  const refusedConnects: Array<[string, () => Promise<unknown>]> = [
+    ['fail/no credentials', () => connect({ servers: m.bus.hubUrl, reconnect: false })],
+    ['fail/an nkey the topology does not know', () => connect({ servers: m.bus.hubUrl, reconnect: false, authenticator: nkeyAuthenticator(nkeys.createUser().getSeed()) })],
+    ['fail/no credentials on a leaf server', () => connect({ servers: m.bus.dcs['dc-a']!, reconnect: false })],
+  ];
+  for (const [name, attempt] of refusedConnects) {
+    test(name, async () => {
+      await assert.rejects(attempt(), (e: Error & { code?: string }) => /AUTHORIZATION_VIOLATION|Authorization Violation/i.test(`${e.code} ${e.message}`));
+    });
+  }
+
+  test('fail/an edge publishing to another node\'s queue is refused by nats-server; its own parent gets its message', async () => {
+    const relay = await as('relay-a');
+    const gw = await as('gw');
+    const got: Record<string, string[]> = { relay: [], gw: [] };
+    relay.subscribe(upSubject('relay-a'), { callback: (_e, msg: Msg) => got.relay!.push(new TextDecoder().decode(msg.data)) });
+    gw.subscribe(upSubject('gw'), { callback: (_e, msg: Msg) => got.gw!.push(new TextDecoder().decode(msg.data)) });
+    await relay.flush();
+    await gw.flush();
+    // The gateway connection's interest must have reached edge-a's leaf before the probe is meaningful.
+    const edge = await as('edge-a');
+    const errors = errorsOf(edge);
+    await new Promise((r) => setTimeout(r, 300));
+    edge.publish(upSubject('gw'), enc.encode('skip-the-relay'));
+    edge.publish(upSubject('edge-b'), enc.encode('sideways'));
+    edge.publish(upSubject('relay-a'), enc.encode('allowed'));
+    await edge.flush();
+    await waitFor(() => got.relay!.includes('allowed') && errors.length >= 2);
+    assert.deepEqual(errors.sort(), [`publish ${upSubject('edge-b')}`, `publish ${upSubject('gw')}`]);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(got.gw, []);
+    assert.deepEqual(got.relay, ['allowed']);
+  });
+
+  const refusedSubs: Array<[string, string]> = [
+    ['fail/an edge reading another edge\'s results', downSubject('edge-b')],
+    ['fail/an edge reading every result', 'ramesh.down.>'],
+    ['fail/an edge reading its parent\'s queue', upSubject('relay-a')],
+  ];
+  for (const [name, subject] of refusedSubs) {
+    test(name, async () => {
+      const edge = await as('edge-a');
+      const errors = errorsOf(edge);
+      const sub = edge.subscribe(subject);
+      const closed = sub.closed;
+      await edge.flush();
+      await waitFor(() => errors.includes(`subscription ${subject}`));
+      await closed.catch(() => undefined);
+      assert.equal(sub.isClosed(), true, 'the server closed the subscription');
+    });
+  }
+
+  test('ok/an edge reads its own results', async () => {
+    const edge = await as('edge-a');
+    const gw = await as('gw');
+    const sub = edge.subscribe(downSubject('edge-a'), { max: 1 });
+    await edge.flush();
+    await new Promise((r) => setTimeout(r, 300));
+    gw.publish(downSubject('edge-a'), enc.encode('result'));
+    await gw.flush();
+    for await (const msg of sub) assert.equal(new TextDecoder().decode(msg.data), 'result');
+  });
+
+  test('fail/a leaf server with a wrong link password gets no link to the hub', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ra-mesh-rogue-leaf-'));
+    try {
+      const [port] = await freePorts(1, '127.0.0.1');
+      const spec: NatsServerSpec = {
+        name: 'rogue',
+        role: 'leaf',
+        host: '127.0.0.1',
+        port: port!,
+        hubLeafUrl: `nats-leaf://${m.bus.leafnodeListen}`,
+        jetstream: { storeDir: join(dir, 'js'), domain: 'rogue' },
+        leafLogin: { user: 'leaf-dc-a', password: 'not-the-password' },
+      };
+      await assert.rejects(startNatsServer(spec, { dir, readyTimeoutMs: 3_000 }), /no leafnode link to the hub/);
+      assert.equal(await m.bus.server('hub').leafLinks(), 2, 'the hub still has exactly its two leaves');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('integration: TLS on every NATS client port and leaf link', { timeout: 120_000 }, () => {
+  let m: TestMesh;
+  let tlsDir: string;
+
+  before(async () => {
+    tlsDir = await mkdtemp(join(tmpdir(), 'ra-mesh-nats-tls-'));
+    const tls = await makeTestServerTls(tlsDir);
+    m = await startTestMesh({
+      nats: { tls },
+      nodes: [
+        { id: 'gw', role: 'gateway', dc: 'core' },
+        { id: 'relay-t', role: 'relay', dc: 'dc-a', parent: 'gw' },
+        { id: 'edge-t', role: 'edge', dc: 'dc-b', parent: 'relay-t' },
+      ],
+    });
+  });
+  after(async () => {
+    await m?.stop();
+    if (tlsDir) await rm(tlsDir, { recursive: true, force: true });
+  });
+
+  test('ok/an envelope crosses both leaf links over TLS and a certificate comes back', async () => {
+    const edgeKey = await loadOrCreateNodeKey(m.topology.keysDir(), 'edge-t');
+    const edge = await connect({ servers: m.topology.natsUrl('edge-t'), ...(await nodeConnectOptions(m.topology, 'edge-t')) });
+    try {
+      assert.equal(edge.info?.tls_required, true, 'the server requires TLS');
+      const sub = edge.subscribe(downSubject('edge-t'), { max: 1 });
+      await edge.flush();
+      await new Promise((r) => setTimeout(r, 300));
+      const payload = newEdgePayload({
+        origin: { node: 'edge-t', dc: 'dc-b' },
+        csr: await makeCsr(['tls.example.test']),
+        identifiers: [{ type: 'dns', value: 'tls.example.test', validation: { method: 'http-01', at: new Date().toISOString() } }],
+        account: { id: 'acct', eab: null, jwkThumbprint: 'thumb' },
+        requested: { notBefore: null, notAfter: null },
+        renewalOf: null,
+        ttlMs: 60_000,
+      });
+      edge.publish(upSubject('relay-t'), enc.encode(await signEdgeEnvelope(payload, edgeKey)));
+      for await (const msg of sub) {
+        const jws = new TextDecoder().decode(msg.data);
+        const keys = await KeyRing.fromDir(m.topology.keysDir(), m.topology.nodes.map((n) => n.id));
+        const r = await verifyResult(jws, { topology: m.topology, edge: 'edge-t', keys });
+        assert.equal(r.id, payload.id);
+        assert.equal(r.status, 'valid');
+      }
+    } finally {
+      await edge.close();
+    }
+  });
+
+  test('fail/a client that does not trust the CA cannot connect', async () => {
+    const { authenticator } = await nodeConnectOptions(m.topology, 'edge-t');
+    await assert.rejects(
+      connect({ servers: m.topology.natsUrl('edge-t'), reconnect: false, ...(authenticator ? { authenticator } : {}) }),
+      (e: Error) => /certificate/i.test(e.message),
+    );
+  });
+});
