@@ -21,6 +21,7 @@ import { KeyedLock, NodeStore, type Collection } from '../../shared/store/index.
 import { BuiltinCas } from './cas/builtin-cas.js';
 import type { CertificateAuthorityService } from './cas/cas.js';
 import { createGatewayLogger, type Logger } from './logger.js';
+import { faultPoint } from '../../shared/faults/fault-point.js';
 
 export interface GatewayServiceOptions {
   topology: Topology;
@@ -49,7 +50,6 @@ export class GatewayService {
   private nc?: NatsConnection;
   private sub?: Subscription;
   private http?: FastifyInstance;
-  private readonly locks = new KeyedLock();
   private readonly replay: ReplayGuard;
   private readonly results: Collection<ResultRecord>;
   private readonly layers: Map<string, PolicyLayer>;
@@ -65,6 +65,7 @@ export class GatewayService {
     private readonly keys: KeyRing,
     readonly cas: CertificateAuthorityService,
     private readonly log: Logger,
+    private readonly locks: KeyedLock,
   ) {
     this.results = db.collection('result');
     this.replay = new ReplayGuard({ ttlMs: parseDuration(topology.config.envelope.ttl) * 2, max: 100_000 });
@@ -80,8 +81,9 @@ export class GatewayService {
     const db = await NodeStore.open(topology.storeDir(nodeId));
     const key = await loadOrCreateNodeKey(topology.keysDir(), nodeId);
     const keys = opts.keys ?? (await KeyRing.fromDir(topology.keysDir(), topology.nodes.map((n) => n.id)));
-    const cas = opts.cas ?? (await BuiltinCas.create(topology.storeDir(nodeId), topology.config.mesh, log));
-    return new GatewayService(nodeId, topology, db, key, keys, cas, log);
+    const locks = new KeyedLock();
+    const cas = opts.cas ?? (await BuiltinCas.create(topology.storeDir(nodeId), topology.config.mesh, db, locks, log));
+    return new GatewayService(nodeId, topology, db, key, keys, cas, log, locks);
   }
 
   /** Base URL of the HTTP endpoint (/roots.pem, /health). */
@@ -213,6 +215,8 @@ export class GatewayService {
       provenance: { path: env.path.concat(this.nodeId), origin: p.origin, accountId: p.account.id },
     });
     this.issued += 1;
+    // Fault-injection point for crash tests: the CA has signed, nothing is stored or sent yet.
+    faultPoint('gateway.after-cas');
     log.info({ serial: res.serial, notAfter: res.notAfter.toISOString(), lifetimeMs }, 'certificate issued');
     return res;
   }
