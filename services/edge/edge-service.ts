@@ -1,10 +1,11 @@
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
-import { headers as natsHeaders, type NatsConnection, type Subscription } from 'nats';
+import { type NatsConnection, type Subscription } from 'nats';
 import { parseDuration, splitHostPort, urlHost, type Topology } from '../../shared/config/index.js';
 import { connectBus } from '../../shared/bus/connect.js';
 import { nodeConnectOptions } from '../../shared/bus/auth.js';
-import { downSubject, ENVELOPE_ID_HEADER, upSubject } from '../../shared/bus/subjects.js';
+import { downSubject } from '../../shared/bus/subjects.js';
+import { EnvelopeQueue } from '../../shared/bus/queue.js';
 import {
   KeyRing,
   loadOrCreateNodeKey,
@@ -54,6 +55,7 @@ export interface EdgeServiceOptions {
 export class EdgeService {
   private nc?: NatsConnection;
   private sub?: Subscription;
+  private queue?: EnvelopeQueue;
   private timer?: NodeJS.Timeout;
   private sweeping = false;
   private lastPruneAt = 0;
@@ -151,6 +153,7 @@ export class EdgeService {
       },
     });
     await this.nc.flush();
+    this.queue = await EnvelopeQueue.open(this.nc, this.topology, this.nodeId, { log: this.log });
     this.app = buildAcmeServer(this.ctx, this.tls);
     const [host, port] = splitHostPort(this.ctx.acme.listen);
     this.listening = await this.app.listen({ host, port });
@@ -219,11 +222,16 @@ export class EdgeService {
     return out;
   }
 
+  /**
+   * Into this edge's outbound stream on its own (segment-local) NATS server; from there the servers
+   * carry it up whenever the uplink is there. A failed store is retried by the outbox sweep.
+   */
   private publish(out: OutboxRecord): void {
-    if (!this.nc || this.nc.isClosed()) return;
-    const h = natsHeaders();
-    h.set(ENVELOPE_ID_HEADER, out.envelopeId);
-    this.nc.publish(upSubject(this.parent), new TextEncoder().encode(out.jws), { headers: h });
+    if (!this.queue || !this.nc || this.nc.isClosed()) return;
+    this.queue.send(out.jws, out.envelopeId).then(
+      ({ duplicate }) => this.log.debug({ envelopeId: out.envelopeId, duplicate }, 'envelope stored in the outbound stream'),
+      (e) => this.log.warn({ err: e, envelopeId: out.envelopeId }, 'outbound stream did not store the envelope; the outbox retries'),
+    );
   }
 
   /** Retransmits unanswered envelopes and expires orders whose result never came. */
@@ -249,7 +257,11 @@ export class EdgeService {
           continue;
         }
         out.attempts += 1;
-        out.nextAt = now + Math.min(60_000, this.retransmitMs * 2 ** Math.min(out.attempts - 1, 10));
+        // The outbound stream holds the envelope durably; this resend is the end-to-end safety net (a
+        // result lost on its way down, an envelope expired during a long outage), so it backs off to
+        // once per envelope lifetime.
+        const ttlMs = parseDuration(this.topology.config.envelope.ttl);
+        out.nextAt = now + Math.min(Math.max(60_000, ttlMs), this.retransmitMs * 2 ** Math.min(out.attempts - 1, 10));
         // An envelope is valid for envelope.ttl; a request still unanswered near then is re-signed with
         // the same id and content (fresh iat/exp/nonce), which upstream treats as a redelivery.
         out.jws = await this.refreshed(out.jws, now);

@@ -1,9 +1,10 @@
 import Fastify, { type FastifyInstance } from 'fastify';
-import { headers as natsHeaders, type NatsConnection, type Subscription } from 'nats';
+import { headers as natsHeaders, type NatsConnection } from 'nats';
 import { parseDuration, splitHostPort, urlHost, type Topology } from '../../shared/config/index.js';
 import { connectBus } from '../../shared/bus/connect.js';
 import { nodeConnectOptions } from '../../shared/bus/auth.js';
-import { downSubject, ENVELOPE_ID_HEADER, upSubject } from '../../shared/bus/subjects.js';
+import { downSubject, ENVELOPE_ID_HEADER } from '../../shared/bus/subjects.js';
+import { EnvelopeQueue, type Disposition } from '../../shared/bus/queue.js';
 import {
   KeyRing,
   loadOrCreateNodeKey,
@@ -48,12 +49,11 @@ interface ResultRecord {
  */
 export class GatewayService {
   private nc?: NatsConnection;
-  private sub?: Subscription;
+  private queue?: EnvelopeQueue;
   private http?: FastifyInstance;
   private readonly replay: ReplayGuard;
   private readonly results: Collection<ResultRecord>;
   private readonly layers: Map<string, PolicyLayer>;
-  private inflight = new Set<Promise<void>>();
   /** Count of CA calls made by this process (tests and metrics read it). */
   issued = 0;
 
@@ -97,16 +97,9 @@ export class GatewayService {
       log: this.log,
       connection: await nodeConnectOptions(this.topology, this.nodeId),
     });
-    this.sub = this.nc.subscribe(upSubject(this.nodeId), {
-      queue: this.nodeId,
-      callback: (err, msg) => {
-        if (err) return this.log.error({ err }, 'up subscription error');
-        const p = this.onEnvelope(msg.data).catch((e) => this.log.error({ err: e }, 'envelope handling failed'));
-        this.inflight.add(p);
-        void p.finally(() => this.inflight.delete(p));
-      },
-    });
-    await this.nc.flush();
+    // A failed CA call is retried after a pause, not at once.
+    this.queue = await EnvelopeQueue.open(this.nc, this.topology, this.nodeId, { log: this.log, retryDelayMs: 5_000 });
+    this.queue.consume((data) => this.onEnvelope(data));
     this.http = Fastify({ logger: false });
     this.http.get('/roots.pem', async (_req, reply) => reply.type('application/pem-certificate-chain').send(await this.cas.rootsPem()));
     this.http.get('/health', async () => ({ status: 'ok', node: this.nodeId, nats: this.nc?.isClosed() ? 'closed' : 'connected', cas: this.cas.type }));
@@ -119,15 +112,15 @@ export class GatewayService {
   }
 
   async stop(): Promise<void> {
-    this.sub?.unsubscribe();
-    await Promise.allSettled([...this.inflight]);
+    await this.queue?.stop();
     await this.http?.close();
     if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
     await this.db.close();
     this.log.info('gateway stopped');
   }
 
-  private async onEnvelope(data: Uint8Array): Promise<void> {
+  /** One inbound message: acked once its result is stored (and sent), or dropped when it is not acceptable. */
+  private async onEnvelope(data: Uint8Array): Promise<Disposition> {
     const recvAt = Date.now();
     let env: VerifiedEnvelope;
     try {
@@ -136,17 +129,21 @@ export class GatewayService {
       const err = toRaError(e);
       // A malformed or forged envelope is dropped and logged; it never crashes the node.
       this.log.warn({ reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
-      return;
+      return 'drop';
     }
     const id = env.payload.id;
     const log = this.log.child({ envelopeId: id, origin: env.payload.origin.node });
-    await this.locks.run(id, async () => {
+    return this.locks.run(id, async (): Promise<Disposition> => {
       const prior = await this.results.get(id);
       if (prior) {
-        if (prior.digest !== env.digest) return log.warn('envelope id reused with other content: dropped');
+        if (prior.digest !== env.digest) {
+          log.warn('envelope id reused with other content: dropped');
+          return 'drop';
+        }
         // Idempotent redelivery: the stored answer again, never a second certificate.
         log.info({ status: prior.status }, 'redelivered envelope answered from the result store');
-        return this.publishResult(prior.edge, prior.jws, id);
+        this.publishResult(prior.edge, prior.jws, id);
+        return 'ack';
       }
       for (const h of env.hops) {
         const current = this.layers.get(h.node)?.label;
@@ -162,8 +159,8 @@ export class GatewayService {
         const err = toRaError(e);
         if (err.type === 'serverInternal') {
           // Transient or internal: nothing is stored, the edge retransmits and the call is retried.
-          log.error({ err: err.cause ?? err }, 'issuance failed; will answer a retransmission');
-          return;
+          log.error({ err: err.cause ?? err }, 'issuance failed; will be retried');
+          return 'retry';
         }
         log.info({ problem: err.type, detail: err.detail }, 'request refused');
         result = this.resultPayload(env, recvAt, { status: 'invalid', problem: err.toProblem() });
@@ -173,6 +170,7 @@ export class GatewayService {
       await this.results.put(id, { id, digest: env.digest, edge: env.payload.origin.node, status: payload.status, jws, ...(serial ? { serial } : {}), at: Date.now() });
       this.publishResult(env.payload.origin.node, jws, id);
       log.info({ status: payload.status, serial, path: env.path }, 'result sent');
+      return 'ack';
     });
   }
 

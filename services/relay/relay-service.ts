@@ -1,8 +1,9 @@
-import { headers as natsHeaders, type NatsConnection, type Subscription } from 'nats';
+import { headers as natsHeaders, type NatsConnection } from 'nats';
 import { parseDuration, type Topology } from '../../shared/config/index.js';
 import { connectBus } from '../../shared/bus/connect.js';
 import { nodeConnectOptions } from '../../shared/bus/auth.js';
-import { downSubject, ENVELOPE_ID_HEADER, upSubject } from '../../shared/bus/subjects.js';
+import { downSubject, ENVELOPE_ID_HEADER } from '../../shared/bus/subjects.js';
+import { EnvelopeQueue, type Disposition } from '../../shared/bus/queue.js';
 import {
   KeyRing,
   loadOrCreateNodeKey,
@@ -31,11 +32,10 @@ export interface RelayServiceOptions {
  */
 export class RelayService {
   private nc?: NatsConnection;
-  private sub?: Subscription;
+  private queue?: EnvelopeQueue;
   private readonly replay: ReplayGuard;
   private readonly layer: PolicyLayer;
   private readonly ttlMs: number;
-  private inflight = new Set<Promise<void>>();
 
   private constructor(
     readonly nodeId: string,
@@ -68,27 +68,19 @@ export class RelayService {
       log: this.log,
       connection: await nodeConnectOptions(this.topology, this.nodeId),
     });
-    this.sub = this.nc.subscribe(upSubject(this.nodeId), {
-      queue: this.nodeId,
-      callback: (err, msg) => {
-        if (err) return this.log.error({ err }, 'up subscription error');
-        const p = this.onEnvelope(msg.data).catch((e) => this.log.error({ err: e }, 'envelope handling failed'));
-        this.inflight.add(p);
-        void p.finally(() => this.inflight.delete(p));
-      },
-    });
-    await this.nc.flush();
+    this.queue = await EnvelopeQueue.open(this.nc, this.topology, this.nodeId, { log: this.log });
+    this.queue.consume((data) => this.onEnvelope(data));
     this.log.info({ parent: this.parent, policy: this.layer.label }, 'relay started');
   }
 
   async stop(): Promise<void> {
-    this.sub?.unsubscribe();
-    await Promise.allSettled([...this.inflight]);
+    await this.queue?.stop();
     if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
     this.log.info('relay stopped');
   }
 
-  private async onEnvelope(data: Uint8Array): Promise<void> {
+  /** One inbound message: acked once forwarded into this relay's outbound stream (or refused). */
+  private async onEnvelope(data: Uint8Array): Promise<Disposition> {
     const recvAt = Date.now();
     const jws = new TextDecoder().decode(data);
     let env;
@@ -98,7 +90,7 @@ export class RelayService {
       const err = toRaError(e);
       // Malformed, forged or replayed envelopes are dropped and logged; they never crash the relay.
       this.log.warn({ reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
-      return;
+      return 'drop';
     }
     const id = env.payload.id;
     const log = this.log.child({ envelopeId: id, origin: env.payload.origin.node });
@@ -119,12 +111,19 @@ export class RelayService {
         gateway: { node: this.nodeId, recvAt, sentAt: now },
         iat: Math.floor(now / 1000),
       };
+      // Core NATS: if this refusal is lost, the edge retransmits and is refused again.
       this.publish(downSubject(env.payload.origin.node), await signResult(result, this.key), id);
-      return;
+      return 'ack';
     }
     const wrapped = await wrapEnvelope(jws, { node: this.nodeId, recvAt, policy: this.layer.label, decision: 'allow' }, this.key, { ttlMs: this.ttlMs });
-    this.publish(upSubject(this.parent), wrapped, id);
+    try {
+      await this.queue!.send(wrapped, id);
+    } catch (e) {
+      log.warn({ err: e }, 'could not store the envelope in the outbound stream; will retry');
+      return 'retry';
+    }
     log.debug({ parent: this.parent, redelivery: env.redelivery }, 'envelope forwarded');
+    return 'ack';
   }
 
   private publish(subject: string, jws: string, id: string): void {

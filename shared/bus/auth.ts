@@ -1,10 +1,11 @@
 // Who may use the bus, and for what. With `nats.auth: nkey` (the default) every node has its own
 // nkey (an Ed25519 key; the server keeps only the public half) and subject permissions generated
 // from the topology, and every leaf server authenticates its link to the hub with its own password:
-//   edge  E (parent P): publish up.P                       subscribe down.E
-//   relay R (parent P): publish up.P, down.<edges below R>  subscribe up.R
-//   gateway G:          publish down.<every edge>          subscribe up.G
-// plus the reply inbox. A stolen edge credential can neither inject into another node's queue nor
+//   edge  E (parent P): publish up.P.E                        subscribe down.E
+//   relay R (parent P): publish up.P.R, down.<edges below R>
+//   gateway G:          publish down.<every edge>
+// plus the reply inbox and only the JetStream API it needs (queue.ts): its own outbound stream, and
+// its one durable consumer on each child's outbound stream. A stolen edge credential can neither inject into another node's queue nor
 // read another edge's results; nats-server enforces that, not ra-mesh.
 
 import { randomBytes } from 'node:crypto';
@@ -12,7 +13,7 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nkeyAuthenticator, nkeys, type ConnectionOptions } from 'nats';
 import type { Topology } from '../config/index.js';
-import { downSubject, INBOX_PREFIX, upSubject } from './subjects.js';
+import { downSubject, INBOX_PREFIX, jetStreamApiSubjects, upSubject } from './subjects.js';
 
 export interface SubjectPermissions {
   publish: string[];
@@ -44,17 +45,25 @@ export interface BusCredentials {
 export function nodePermissions(topology: Topology, nodeId: string): SubjectPermissions {
   const n = topology.node(nodeId);
   const inbox = `${INBOX_PREFIX}.>`;
+  const mine = topology.jetStreamDomain(n.id);
+  const api = jetStreamApiSubjects(n.id, {
+    out: n.parent !== undefined,
+    children: topology.children(n.id).map((c) => {
+      const d = topology.jetStreamDomain(c.id);
+      return { id: c.id, apiPrefix: d === mine ? '$JS.API' : `$JS.${d}.API` };
+    }),
+  });
   switch (n.role) {
     case 'edge':
-      return { publish: [upSubject(n.parent!)], subscribe: [downSubject(n.id), inbox] };
+      return { publish: [upSubject(n.parent!, n.id), ...api], subscribe: [downSubject(n.id), inbox] };
     case 'relay':
       return {
         // A relay answers refusals straight to the edges below it.
-        publish: [upSubject(n.parent!), ...topology.edgesBelow(n.id).map(downSubject)],
-        subscribe: [upSubject(n.id), inbox],
+        publish: [upSubject(n.parent!, n.id), ...topology.edgesBelow(n.id).map(downSubject), ...api],
+        subscribe: [inbox],
       };
     case 'gateway':
-      return { publish: topology.edges().map((e) => downSubject(e.id)), subscribe: [upSubject(n.id), inbox] };
+      return { publish: [...topology.edges().map((e) => downSubject(e.id)), ...api], subscribe: [inbox] };
   }
 }
 

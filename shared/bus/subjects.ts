@@ -1,12 +1,51 @@
 // The one module that names NATS subjects. Nothing else in ra-mesh builds a subject string.
-// DESIGN.md: up = ramesh.up.<parentNodeId> (a node consumes its own, children publish to their parent's);
-// down = ramesh.down.<edgeNodeId> (results to the originating edge).
+// DESIGN.md: up = ramesh.up.<parentNodeId>.<childNodeId> (children publish to their parent's, each
+// into its own outbound stream, read by the parent: queue.ts); down = ramesh.down.<edgeNodeId>
+// (results to the originating edge).
 
 export const SUBJECT_ROOT = 'ramesh';
 
-/** Where children of `nodeId` publish envelopes, and where `nodeId` consumes them. */
-export function upSubject(nodeId: string): string {
-  return `${SUBJECT_ROOT}.up.${nodeId}`;
+/**
+ * Where `child` publishes envelopes for its parent: captured by the child's outbound stream, which the
+ * parent reads (queue.ts). The child token keeps each child's stream to its own.
+ */
+export function upSubject(parent: string, child: string): string {
+  return `${SUBJECT_ROOT}.up.${parent}.${child}`;
+}
+
+/** The outbound stream of a node (in its own server's JetStream domain). */
+export function outStream(nodeId: string): string {
+  return `RAMESH_OUT_${nodeId}`;
+}
+
+/** The durable consumer a parent reads its children's outbound streams with. */
+export function consumerName(nodeId: string): string {
+  return nodeId;
+}
+
+/**
+ * JetStream API subjects a node needs: those of its own outbound stream (on its own server), and for
+ * each child the consumer API of that child's outbound stream (through $JS.<domain>.API when the
+ * child is on another server) and its acks.
+ */
+export function jetStreamApiSubjects(nodeId: string, opts: { out: boolean; children: Array<{ id: string; apiPrefix: string }> }): string[] {
+  const subjects: string[] = ['$JS.API.INFO'];
+  if (opts.out) subjects.push(...['INFO', 'CREATE', 'UPDATE'].map((op) => `$JS.API.STREAM.${op}.${outStream(nodeId)}`));
+  const c = consumerName(nodeId);
+  for (const child of opts.children) {
+    const s = outStream(child.id);
+    const api = child.apiPrefix;
+    if (!subjects.includes(`${api}.INFO`)) subjects.push(`${api}.INFO`);
+    subjects.push(
+      `${api}.CONSUMER.INFO.${s}.${c}`,
+      `${api}.CONSUMER.CREATE.${s}`,
+      `${api}.CONSUMER.CREATE.${s}.${c}`,
+      `${api}.CONSUMER.DURABLE.CREATE.${s}.${c}`,
+      `${api}.CONSUMER.MSG.NEXT.${s}.${c}`,
+      `$JS.ACK.${s}.${c}.>`,
+    );
+  }
+  return subjects;
 }
 
 /** Where results for requests that started at `edgeId` are delivered. */

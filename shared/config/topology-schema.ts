@@ -126,9 +126,24 @@ export const topologySchema = z
           .strict()
           .optional()
           .describe('TLS on every client port and leaf link of the NATS servers ra-mesh starts; nodes verify the servers with ca'),
+        queue: z
+          .object({
+            ackWait: duration.default('30s').describe('how long a node may work on an envelope before JetStream delivers it again'),
+            maxAge: duration.default('7d').describe('how long an envelope waits in an outbound stream for its uplink before it is discarded'),
+            duplicateWindow: duration.default('2m').describe('window in which a second copy of an envelope id is dropped (Nats-Msg-Id)'),
+          })
+          .strict()
+          .default({ ackWait: '30s', maxAge: '7d', duplicateWindow: '2m' })
+          .describe('the JetStream streams that carry envelopes up (store-and-forward)'),
       })
       .strict()
-      .default({ hub: 'nats://127.0.0.1:4222', leafnodeListen: '127.0.0.1:7422', dcs: {}, auth: 'nkey' })
+      .default({
+        hub: 'nats://127.0.0.1:4222',
+        leafnodeListen: '127.0.0.1:7422',
+        dcs: {},
+        auth: 'nkey',
+        queue: { ackWait: '30s', maxAge: '7d', duplicateWindow: '2m' },
+      })
       .describe('the message bus: a hub server and one leaf server per data center'),
     envelope: z
       .object({

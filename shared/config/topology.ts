@@ -159,6 +159,18 @@ export class Topology {
     return n.nats ?? this.config.nats.dcs[n.dc] ?? this.config.nats.hub;
   }
 
+  /**
+   * The JetStream domain of the server a node connects to: the dc name for a leaf server, "hub" for
+   * the hub (the domains ra-mesh gives the servers it starts).
+   */
+  jetStreamDomain(id: string): string {
+    const url = this.natsUrl(id);
+    if (url === this.config.nats.hub) return 'hub';
+    const dc = Object.entries(this.config.nats.dcs).find(([, u]) => u === url)?.[0];
+    if (!dc) throw new Error(`node "${id}": its NATS URL ${url} is neither the hub nor a data center's leaf server (nats.dcs)`);
+    return dc;
+  }
+
   resolvePath(p: string): string {
     return isAbsolute(p) ? p : resolve(this.baseDir, p);
   }

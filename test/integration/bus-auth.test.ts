@@ -10,6 +10,8 @@ import { downSubject, upSubject } from '../../shared/bus/subjects.js';
 import { startTestMesh, type TestMesh } from '../harness/mesh.js';
 import { freePorts } from '../harness/ports.js';
 import { makeTestServerTls } from '../harness/tls.js';
+import { EnvelopeQueue } from '../../shared/bus/queue.js';
+import { createLogger } from '../../shared/logging/logger.js';
 import { makeCsr } from '../harness/acme-client.js';
 import { KeyRing, loadOrCreateNodeKey, newEdgePayload, signEdgeEnvelope, verifyResult } from '../../shared/envelope/index.js';
 
@@ -65,9 +67,23 @@ describe('integration: bus credentials and subject permissions', { timeout: 120_
   }
 
   test('ok/permissions follow the topology', () => {
-    assert.deepEqual(nodePermissions(m.topology, 'edge-a'), { publish: [upSubject('relay-a')], subscribe: [downSubject('edge-a'), '_INBOX.>'] });
-    assert.deepEqual(nodePermissions(m.topology, 'relay-a'), { publish: [upSubject('gw'), downSubject('edge-a')], subscribe: [upSubject('relay-a'), '_INBOX.>'] });
-    assert.deepEqual(nodePermissions(m.topology, 'gw').publish.sort(), [downSubject('edge-a'), downSubject('edge-b')]);
+    const edge = nodePermissions(m.topology, 'edge-a');
+    assert.deepEqual(edge.subscribe, [downSubject('edge-a'), '_INBOX.>']);
+    assert.deepEqual(edge.publish, [
+      upSubject('relay-a', 'edge-a'),
+      '$JS.API.INFO',
+      ...['INFO', 'CREATE', 'UPDATE'].map((op) => `$JS.API.STREAM.${op}.RAMESH_OUT_edge-a`),
+    ]);
+    const relay = nodePermissions(m.topology, 'relay-a');
+    assert.deepEqual(relay.subscribe, ['_INBOX.>']);
+    assert.ok(relay.publish.includes(upSubject('gw', 'relay-a')));
+    assert.ok(relay.publish.includes(downSubject('edge-a')));
+    assert.ok(relay.publish.includes('$JS.API.CONSUMER.MSG.NEXT.RAMESH_OUT_edge-a.relay-a'), 'same server: local API');
+    const gw = nodePermissions(m.topology, 'gw');
+    assert.ok(gw.publish.includes('$JS.dc-a.API.CONSUMER.MSG.NEXT.RAMESH_OUT_relay-a.gw'), 'child on a leaf: its domain');
+    assert.ok(gw.publish.includes('$JS.dc-b.API.CONSUMER.MSG.NEXT.RAMESH_OUT_edge-b.gw'));
+    assert.ok(gw.publish.includes('$JS.ACK.RAMESH_OUT_edge-b.gw.>'));
+    assert.deepEqual(gw.publish.filter((p) => p.startsWith('ramesh.')).sort(), [downSubject('edge-a'), downSubject('edge-b')]);
   });
 
   test('ok/credentials are owner-only files; the server config holds no node secret', async () => {
@@ -91,33 +107,35 @@ describe('integration: bus credentials and subject permissions', { timeout: 120_
     });
   }
 
-  test('fail/an edge publishing to another node\'s queue is refused by nats-server; its own parent gets its message', async () => {
-    const relay = await as('relay-a');
-    const gw = await as('gw');
-    const got: Record<string, string[]> = { relay: [], gw: [] };
-    relay.subscribe(upSubject('relay-a'), { callback: (_e, msg: Msg) => got.relay!.push(new TextDecoder().decode(msg.data)) });
-    gw.subscribe(upSubject('gw'), { callback: (_e, msg: Msg) => got.gw!.push(new TextDecoder().decode(msg.data)) });
-    await relay.flush();
-    await gw.flush();
-    // The gateway connection's interest must have reached edge-a's leaf before the probe is meaningful.
-    const edge = await as('edge-a');
-    const errors = errorsOf(edge);
-    await new Promise((r) => setTimeout(r, 300));
-    edge.publish(upSubject('gw'), enc.encode('skip-the-relay'));
-    edge.publish(upSubject('edge-b'), enc.encode('sideways'));
-    edge.publish(upSubject('relay-a'), enc.encode('allowed'));
-    await edge.flush();
-    await waitFor(() => got.relay!.includes('allowed') && errors.length >= 2);
-    assert.deepEqual(errors.sort(), [`publish ${upSubject('edge-b')}`, `publish ${upSubject('gw')}`]);
-    await new Promise((r) => setTimeout(r, 200));
-    assert.deepEqual(got.gw, []);
-    assert.deepEqual(got.relay, ['allowed']);
-  });
+  // Each is refused by nats-server for edge-a's credentials (the async permission error names it).
+  const refusedPublishes: Array<[string, string]> = [
+    ['fail/skip its relay and publish for the gateway', upSubject('gw', 'edge-a')],
+    ['fail/pose as another child of its relay', upSubject('relay-a', 'edge-b')],
+    ['fail/pose as its relay', upSubject('gw', 'relay-a')],
+    ['fail/send a result to another edge', downSubject('edge-b')],
+    ['fail/delete its own outbound stream', '$JS.API.STREAM.DELETE.RAMESH_OUT_edge-a'],
+    ['fail/create another node\'s stream', '$JS.API.STREAM.CREATE.RAMESH_OUT_edge-b'],
+    ['fail/read its own queue as its parent', '$JS.API.CONSUMER.MSG.NEXT.RAMESH_OUT_edge-a.relay-a'],
+    ['fail/reach another domain\'s JetStream', '$JS.hub.API.INFO'],
+  ];
+  for (const [name, subject] of refusedPublishes) {
+    test(name, async () => {
+      const edge = await as('edge-a');
+      const errors = errorsOf(edge);
+      edge.publish(subject, enc.encode('x'));
+      edge.publish(upSubject('relay-a', 'edge-a'), enc.encode('allowed, a control'));
+      await edge.flush();
+      await waitFor(() => errors.length >= 1);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(errors, [`publish ${subject}`]);
+    });
+  }
 
   const refusedSubs: Array<[string, string]> = [
     ['fail/an edge reading another edge\'s results', downSubject('edge-b')],
     ['fail/an edge reading every result', 'ramesh.down.>'],
-    ['fail/an edge reading its parent\'s queue', upSubject('relay-a')],
+    ['fail/an edge reading the envelopes going up', 'ramesh.up.>'],
+    ['fail/an edge reading JetStream acks', '$JS.ACK.>'],
   ];
   for (const [name, subject] of refusedSubs) {
     test(name, async () => {
@@ -202,7 +220,8 @@ describe('integration: TLS on every NATS client port and leaf link', { timeout: 
         renewalOf: null,
         ttlMs: 60_000,
       });
-      edge.publish(upSubject('relay-t'), enc.encode(await signEdgeEnvelope(payload, edgeKey)));
+      const q = await EnvelopeQueue.open(edge, m.topology, 'edge-t', { log: createLogger('test') });
+      await q.send(await signEdgeEnvelope(payload, edgeKey), payload.id);
       for await (const msg of sub) {
         const jws = new TextDecoder().decode(msg.data);
         const keys = await KeyRing.fromDir(m.topology.keysDir(), m.topology.nodes.map((n) => n.id));

@@ -77,7 +77,7 @@ describe('bus: real nats-server hub + leaves', () => {
   it('ok/hub-to-leaf request/reply', async () => {
     const leaf = await conn(bus.dcs['dc-a']!, 'leaf-a-responder');
     const hub = await conn(bus.hubUrl, 'hub-requester');
-    const subject = upSubject('relay-bus-test');
+    const subject = upSubject('relay-bus-test', 'child');
     const sub = leaf.subscribe(subject, {
       callback: (_err, m) => m.respond(sc.encode(`pong:${sc.decode(m.data)}`)),
     });
@@ -126,7 +126,7 @@ describe('bus: real nats-server hub + leaves', () => {
 
   it('ok/jetstream-domain: a stream on leaf dc-a (domain dc-a) acks publishes with the hub down', async () => {
     const a = await conn(bus.dcs['dc-a']!, 'leaf-a-js');
-    const subject = upSubject('relay-bus-js');
+    const subject = upSubject('relay-bus-js', 'child');
     const stream = 'BUS_TEST_DC_A';
     const jsm = await a.jetstreamManager({ domain: 'dc-a' });
     await jsm.streams.add({ name: stream, subjects: [subject] });

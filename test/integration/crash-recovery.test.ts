@@ -48,7 +48,8 @@ async function setup(nodes: Parameters<typeof startTestMesh>[0]['nodes'], names:
   const http01Port = await freePort();
   const hosts = Object.fromEntries(names.map((n) => [n, '127.0.0.1']));
   const withAcme = nodes.map((n) => (n.id === edge ? { ...n, acme: { http01Port, hosts } } : n));
-  const m = await startTestMesh({ nodes: withAcme, external, retransmitMs: 300 });
+  // A message a killed node had taken is delivered again after ackWait.
+  const m = await startTestMesh({ nodes: withAcme, external, retransmitMs: 300, nats: { queue: { ackWait: '2s' } } });
   const responder = await TestAcmeClient.http01Responder(http01Port);
   const client = await new TestAcmeClient(m.directory(edge), await readFile(m.edgeTlsCert(edge), 'utf8')).init();
   assert.equal((await client.register()).status, 201);

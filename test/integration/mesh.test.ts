@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { connect, type NatsConnection } from 'nats';
 import { downSubject, upSubject } from '../../shared/bus/subjects.js';
+import { EnvelopeQueue } from '../../shared/bus/queue.js';
+import { createLogger } from '../../shared/logging/logger.js';
 import { nodeConnectOptions } from '../../shared/bus/auth.js';
 import { loadOrCreateNodeKey, newEdgePayload, signEdgeEnvelope, verifyResult, type NodeKey, type ResultPayload } from '../../shared/envelope/index.js';
 import { parseDuration } from '../../shared/config/index.js';
@@ -21,6 +23,7 @@ describe('integration: envelope through two relays over hub + 2 leaf servers', {
 
   before(async () => {
     m = await startTestMesh({
+      nats: { queue: { duplicateWindow: '1s' } },
       nodes: [
         { id: 'gw', role: 'gateway', dc: 'core', policy: { allow: { dns: ['*.corp.test'] }, maxLifetime: '6h' } },
         { id: 'relay-1', role: 'relay', dc: 'dc-a', parent: 'gw', policy: { deny: { dns: ['pci.corp.test'] } } },
@@ -79,9 +82,16 @@ describe('integration: envelope through two relays over hub + 2 leaf servers', {
     return results.get(id)!;
   }
 
+  /** Into a node's outbound stream, as that node (its credentials, its stream). */
+  async function sendAs(node: string, data: string, msgId: string) {
+    const c = node === 'edge-b' ? nc : await connectAs(node);
+    const q = await EnvelopeQueue.open(c, m.topology, node, { log: createLogger('test', { as: node }) });
+    await q.send(data, msgId);
+  }
+
+  /** As edge-b, with the envelope id as Nats-Msg-Id. */
   async function send(jws: string) {
-    nc.publish(upSubject('relay-2'), new TextEncoder().encode(jws));
-    await nc.flush();
+    await sendAs('edge-b', jws, JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString()).id as string);
   }
 
   test('ok/certificate comes back and verifies against the root with the requested SANs', async () => {
@@ -104,6 +114,8 @@ describe('integration: envelope through two relays over hub + 2 leaf servers', {
     const { id, jws } = await envelope(['again.corp.test']);
     await send(jws);
     const [first] = await waitResult(id, 1);
+    await send(jws); // within the dedupe window: dropped by the streams, no second result
+    await new Promise((r) => setTimeout(r, 1_500)); // past every stream's 1s dedupe window
     await send(jws);
     const both = await waitResult(id, 2);
     assert.equal(m.mesh.gateway!.issued, before + 1);
@@ -141,13 +153,13 @@ describe('integration: envelope through two relays over hub + 2 leaf servers', {
     const junk = ['', 'not a jws', 'a.b.c', good.slice(0, good.length - 10), good.replace(/\.[^.]+$/, '.AAAA'), 'x'.repeat(200_000)];
     // Each queue gets junk from a connection allowed to publish there (the node's child).
     const asRelay2 = await connectAs('relay-2');
-    const asRelay1 = await connectAs('relay-1');
-    const senders: Array<[NatsConnection, string]> = [[nc, upSubject('relay-2')], [asRelay2, upSubject('relay-1')], [asRelay1, upSubject('gw')]];
-    for (const j of junk) for (const [c, subject] of senders) c.publish(subject, new TextEncoder().encode(j));
+    for (const [i, j] of junk.entries()) for (const node of ['edge-b', 'relay-2', 'relay-1']) await sendAs(node, j, `junk-${i}`);
     // The edge's own envelope handed to the gateway unwrapped (a relay skipped): wrong parent, dropped.
     const { id: skipId, jws: skip } = await envelope(['skip.corp.test']);
-    asRelay1.publish(upSubject('gw'), new TextEncoder().encode(skip));
-    for (const [c] of senders) await c.flush();
+    await sendAs('relay-1', skip, skipId);
+    // Core NATS on an up subject is refused for a node that is not that child.
+    asRelay2.publish(upSubject('gw', 'relay-1'), new TextEncoder().encode(skip));
+    await asRelay2.flush();
     const { id, jws } = await envelope(['still.corp.test']);
     await send(jws);
     const [r] = await waitResult(id);
