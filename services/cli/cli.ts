@@ -11,6 +11,8 @@ usage:
   ra-mesh nats-config <topology.yaml> [--out <dir>]
                                              write the nats-server configs (node users, subject permissions,
                                              leaf-link logins, TLS) and create missing NATS credentials
+  ra-mesh audit verify <topology.yaml> [--gateway <id>]
+                                             check the gateway's hash-chained audit log
   ra-mesh schema [--write]                   print (or write shared/config/topology.schema.json) the JSON Schema
 `;
 
@@ -26,6 +28,8 @@ export async function runCli(argv: string[]): Promise<number> {
         return await (await import('./commands/eab.js')).eabCommand(rest);
       case 'nats-config':
         return await (await import('./commands/nats-config.js')).natsConfigCommand(rest);
+      case 'audit':
+        return await (await import('./commands/audit.js')).auditCommand(rest);
       case 'schema':
         return await (await import('./commands/schema.js')).schemaCommand(rest);
       case undefined:

@@ -23,6 +23,7 @@ import { BuiltinCas } from './cas/builtin-cas.js';
 import type { CertificateAuthorityService } from './cas/cas.js';
 import { createGatewayLogger, type Logger } from './logger.js';
 import { faultPoint } from '../../shared/faults/fault-point.js';
+import { AuditLog, auditDir } from '../../shared/audit/audit-log.js';
 
 export interface GatewayServiceOptions {
   topology: Topology;
@@ -50,6 +51,7 @@ interface ResultRecord {
 export class GatewayService {
   private nc?: NatsConnection;
   private queue?: EnvelopeQueue;
+  private audit?: AuditLog;
   private http?: FastifyInstance;
   private readonly replay: ReplayGuard;
   private readonly results: Collection<ResultRecord>;
@@ -97,6 +99,7 @@ export class GatewayService {
       log: this.log,
       connection: await nodeConnectOptions(this.topology, this.nodeId),
     });
+    this.audit = await AuditLog.open(auditDir(this.topology, this.nodeId));
     // A failed CA call is retried after a pause, not at once.
     this.queue = await EnvelopeQueue.open(this.nc, this.topology, this.nodeId, { log: this.log, retryDelayMs: 5_000 });
     this.queue.consume((data) => this.onEnvelope(data));
@@ -113,6 +116,7 @@ export class GatewayService {
 
   async stop(): Promise<void> {
     await this.queue?.stop();
+    await this.audit?.close();
     await this.http?.close();
     if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
     await this.db.close();
@@ -151,9 +155,11 @@ export class GatewayService {
       }
       let result: Omit<ResultPayload, 'iat'>;
       let serial: string | undefined;
+      let notAfter: Date | undefined;
       try {
         const issued = await this.issue(env, log);
         serial = issued.serial;
+        notAfter = issued.notAfter;
         result = this.resultPayload(env, recvAt, { status: 'valid', certificate: issued.chainPem });
       } catch (e) {
         const err = toRaError(e);
@@ -167,6 +173,18 @@ export class GatewayService {
       }
       const payload = { ...result, gateway: { ...result.gateway, sentAt: Date.now() }, iat: Math.floor(Date.now() / 1000) } as ResultPayload;
       const jws = await signResult(payload, this.key);
+      // Audit first: a crash before the result is stored re-runs this (the CA answers from its record),
+      // so a decision is never missing from the audit log, at worst recorded twice under one id.
+      await this.audit!.append({
+        event: payload.status === 'valid' ? 'issued' : 'refused',
+        id,
+        path: env.path.concat(this.nodeId),
+        account: env.payload.account.id,
+        identifiers: env.payload.identifiers.map((i) => `${i.type}:${i.value}`),
+        ...(serial ? { serial } : {}),
+        ...(notAfter ? { notAfter: notAfter.toISOString() } : {}),
+        ...(payload.problem ? { problem: { type: payload.problem.type, detail: payload.problem.detail } } : {}),
+      });
       await this.results.put(id, { id, digest: env.digest, edge: env.payload.origin.node, status: payload.status, jws, ...(serial ? { serial } : {}), at: Date.now() });
       this.publishResult(env.payload.origin.node, jws, id);
       log.info({ status: payload.status, serial, path: env.path }, 'result sent');
@@ -186,7 +204,7 @@ export class GatewayService {
   }
 
   /** Final checks of the gateway layer, then the one CA call. */
-  private async issue(env: VerifiedEnvelope, log: Logger): Promise<{ chainPem: string; serial: string }> {
+  private async issue(env: VerifiedEnvelope, log: Logger): Promise<{ chainPem: string; serial: string; notAfter: Date }> {
     const p = env.payload;
     const csr = await parseCsr(Buffer.from(p.csr, 'base64url'));
     const want = new Set(p.identifiers.map((i) => `${i.type}:${i.value}`));

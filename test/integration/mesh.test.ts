@@ -8,7 +8,13 @@ import { nodeConnectOptions } from '../../shared/bus/auth.js';
 import { loadOrCreateNodeKey, newEdgePayload, signEdgeEnvelope, verifyResult, type NodeKey, type ResultPayload } from '../../shared/envelope/index.js';
 import { parseDuration } from '../../shared/config/index.js';
 import { startTestMesh, type TestMesh } from '../harness/mesh.js';
-import { httpGet, opensslVerify, pemCerts, sanNames } from '../harness/tools.js';
+import { AUDIT_FILE, AUDIT_HEAD_FILE, auditDir } from '../../shared/audit/audit-log.js';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { httpGet, opensslVerify, pemCerts, run, sanNames } from '../harness/tools.js';
+
+const BIN = fileURLToPath(new URL('../../bin/ra-mesh.js', import.meta.url));
 import { makeCsr } from '../harness/acme-client.js';
 
 // A real hub + two leaf nats-servers; an envelope signed by an edge travels relay-2 (dc-b) ->
@@ -166,5 +172,29 @@ describe('integration: envelope through two relays over hub + 2 leaf servers', {
     assert.equal(r!.status, 'valid');
     assert.equal(results.has(skipId), false);
     assert.equal(m.mesh.gateway!.issued, before + 1);
+  });
+
+  test('ok/the gateway audit log holds every decision with its path; `ra-mesh audit verify` checks it', async () => {
+    const dir = auditDir(m.topology, 'gw');
+    const records = (await readFile(join(dir, AUDIT_FILE), 'utf8')).trimEnd().split('\n').map((l) => JSON.parse(l));
+    const issued = records.filter((r) => r.event === 'issued');
+    const refused = records.filter((r) => r.event === 'refused');
+    assert.equal(issued.length, m.mesh.gateway!.issued);
+    assert.ok(refused.some((r) => r.problem.type === 'urn:ietf:params:acme:error:badCSR'));
+    for (const r of records) assert.deepEqual(r.path, ['edge-b', 'relay-2', 'relay-1', 'gw']);
+    const ok = await run(process.execPath, [BIN, 'audit', 'verify', m.topologyFile], { env: { RA_MESH_LOG_LEVEL: 'error' } });
+    assert.match(ok.out, new RegExp(`intact, ${records.length} records`));
+    // A copy with one record changed: the command names it and exits 1.
+    const copy = join(m.dir, 'audit-copy');
+    await mkdir(copy);
+    const lines = (await readFile(join(dir, AUDIT_FILE), 'utf8')).trimEnd().split('\n');
+    lines[1] = lines[1]!.replace('"edge-b"', '"edge-x"');
+    await writeFile(join(copy, AUDIT_FILE), lines.join('\n') + '\n');
+    await copyFile(join(dir, AUDIT_HEAD_FILE), join(copy, AUDIT_HEAD_FILE));
+    await assert.rejects(run(process.execPath, [BIN, 'audit', 'verify', m.topologyFile, '--dir', copy]), (e: Error & { code: number; out: string }) => {
+      assert.equal(e.code, 1);
+      assert.match(e.out, /BROKEN at record 2: the record does not match its hash/);
+      return true;
+    });
   });
 });

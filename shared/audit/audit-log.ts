@@ -1,0 +1,142 @@
+// The gateway's audit log: one JSON line per decision (issued or refused), append-only, each record
+// carrying the SHA-256 of the previous one, so changing, removing or re-ordering any record breaks
+// the chain from there on. The head (last seq and hash) is also kept in a separate file written
+// atomically, so cutting records off the end is detected too. Anchor the head elsewhere (a ticket,
+// another system's log) when an attacker with write access to the gateway's disk is in scope: a hash
+// chain alone cannot stop someone who rewrites the whole file and the head.
+
+import { createHash } from 'node:crypto';
+import { mkdir, open, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Topology } from '../config/index.js';
+
+export const AUDIT_FILE = 'audit.log';
+
+/** Where a gateway keeps its audit log: <store>/audit. */
+export function auditDir(topology: Topology, gatewayId: string): string {
+  return join(topology.storeDir(gatewayId), 'audit');
+}
+export const AUDIT_HEAD_FILE = 'audit.head.json';
+const GENESIS = '0'.repeat(64);
+
+export interface AuditEntry {
+  /** What happened at the gateway. */
+  event: 'issued' | 'refused' | 'revoked' | 'revoke-refused';
+  /** Envelope id (the request id at the CA). */
+  id: string;
+  /** The hop path, edge first, gateway last. */
+  path: string[];
+  account: string;
+  identifiers: string[];
+  serial?: string;
+  notAfter?: string;
+  /** Problem type and detail of a refusal. */
+  problem?: { type: string; detail: string };
+}
+
+export interface AuditRecord extends AuditEntry {
+  seq: number;
+  at: string;
+  prev: string;
+  hash: string;
+}
+
+export interface AuditHead {
+  seq: number;
+  hash: string;
+}
+
+/** The hash of a record: over its canonical JSON without `hash` (keys in a fixed order). */
+export function recordHash(r: Omit<AuditRecord, 'hash'>): string {
+  const canonical = JSON.stringify(r, Object.keys(r).sort());
+  return createHash('sha256').update(canonical).digest('hex');
+}
+
+export class AuditLog {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    private readonly dir: string,
+    private fh: FileHandle,
+    private head: AuditHead,
+  ) {}
+
+  /** Opens (or starts) the log in `dir`, checking the chain it continues. */
+  static async open(dir: string): Promise<AuditLog> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const v = await verifyAuditLog(dir);
+    if (!v.ok) throw new Error(`audit log ${join(dir, AUDIT_FILE)} is broken at record ${v.badSeq}: ${v.problem}; refusing to append to it`);
+    const fh = await open(join(dir, AUDIT_FILE), 'a', 0o600);
+    return new AuditLog(dir, fh, { seq: v.records, hash: v.head });
+  }
+
+  /** Appends one record (serialized: concurrent callers are chained in call order). */
+  append(entry: AuditEntry): Promise<AuditRecord> {
+    const p = this.tail.then(async () => {
+      const body: Omit<AuditRecord, 'hash'> = { ...entry, seq: this.head.seq + 1, at: new Date().toISOString(), prev: this.head.hash };
+      const rec: AuditRecord = { ...body, hash: recordHash(body) };
+      await this.fh.appendFile(JSON.stringify(rec) + '\n');
+      this.head = { seq: rec.seq, hash: rec.hash };
+      const tmp = join(this.dir, `${AUDIT_HEAD_FILE}.tmp`);
+      await writeFile(tmp, JSON.stringify(this.head) + '\n', { mode: 0o600 });
+      await rename(tmp, join(this.dir, AUDIT_HEAD_FILE));
+      return rec;
+    });
+    this.tail = p.catch(() => undefined);
+    return p;
+  }
+
+  async close(): Promise<void> {
+    await this.tail;
+    await this.fh.close();
+  }
+}
+
+export type AuditVerification =
+  | { ok: true; records: number; head: string }
+  | { ok: false; records: number; head: string; badSeq: number; problem: string };
+
+/** Recomputes the chain of the log in `dir` and compares its end with the head file. */
+export async function verifyAuditLog(dir: string): Promise<AuditVerification> {
+  let text = '';
+  try {
+    text = await readFile(join(dir, AUDIT_FILE), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  let headFile: AuditHead | undefined;
+  try {
+    headFile = JSON.parse(await readFile(join(dir, AUDIT_HEAD_FILE), 'utf8')) as AuditHead;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const lines = text.split('\n').filter((l) => l.length > 0);
+  let prev = GENESIS;
+  let seq = 0;
+  const fail = (problem: string) => ({ ok: false as const, records: seq, head: prev, badSeq: seq + 1, problem });
+  for (const line of lines) {
+    let r: AuditRecord;
+    try {
+      r = JSON.parse(line) as AuditRecord;
+    } catch {
+      return fail('not a JSON record');
+    }
+    if (r.seq !== seq + 1) return fail(`sequence ${r.seq} where ${seq + 1} was expected (a record removed or moved)`);
+    if (r.prev !== prev) return fail('prev does not match the hash of the record before (a record removed, moved or changed)');
+    const { hash, ...body } = r;
+    if (recordHash(body) !== hash) return fail('the record does not match its hash (changed)');
+    prev = hash;
+    seq = r.seq;
+  }
+  if (headFile && (headFile.seq !== seq || headFile.hash !== prev)) {
+    return {
+      ok: false,
+      records: seq,
+      head: prev,
+      badSeq: Math.min(seq, headFile.seq) + 1,
+      problem: `the log ends at record ${seq} but its head says ${headFile.seq} (records cut off or the head changed)`,
+    };
+  }
+  if (!headFile && seq > 0) return { ok: false, records: seq, head: prev, badSeq: 1, problem: 'the head file is missing' };
+  return { ok: true, records: seq, head: prev };
+}

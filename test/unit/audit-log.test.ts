@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { AUDIT_FILE, AUDIT_HEAD_FILE, AuditLog, verifyAuditLog, type AuditEntry } from '../../shared/audit/audit-log.js';
+
+// The gateway's audit log: a hash chain over JSON lines plus a head file. Every way of editing the
+// file after the fact that the chain can see is detected, and names the first bad record.
+
+const entry = (i: number): AuditEntry => ({
+  event: i % 3 === 0 ? 'refused' : 'issued',
+  id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+  path: ['edge-a', 'relay-1', 'gw'],
+  account: 'acct-1',
+  identifiers: [`dns:d${i}.example.test`],
+  ...(i % 3 === 0 ? { problem: { type: 'urn:ietf:params:acme:error:rejectedIdentifier', detail: 'no' } } : { serial: `0${i}` }),
+});
+
+describe('unit: audit log', () => {
+  let dir: string;
+  let pristine: string;
+  let head: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'ra-mesh-audit-'));
+    const log = await AuditLog.open(dir);
+    // Concurrent appends are chained in call order.
+    const recs = await Promise.all(Array.from({ length: 10 }, (_, i) => log.append(entry(i + 1))));
+    assert.deepEqual(recs.map((r) => r.seq), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    await log.close();
+    pristine = await readFile(join(dir, AUDIT_FILE), 'utf8');
+    head = await readFile(join(dir, AUDIT_HEAD_FILE), 'utf8');
+  });
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  async function withLines(edit: (lines: string[]) => string[], editHead?: (h: string) => string | undefined) {
+    await writeFile(join(dir, AUDIT_FILE), edit(pristine.trimEnd().split('\n')).join('\n') + '\n');
+    const h = editHead ? editHead(head) : head;
+    if (h === undefined) await unlink(join(dir, AUDIT_HEAD_FILE)).catch(() => undefined);
+    else await writeFile(join(dir, AUDIT_HEAD_FILE), h);
+    return verifyAuditLog(dir);
+  }
+
+  test('ok/intact log verifies; reopening continues the chain', async () => {
+    const v = await withLines((l) => l);
+    assert.equal(v.ok, true);
+    assert.equal(v.records, 10);
+    const log = await AuditLog.open(dir);
+    const r = await log.append(entry(11));
+    await log.close();
+    assert.equal(r.seq, 11);
+    assert.equal(r.prev, v.head);
+    const again = await verifyAuditLog(dir);
+    assert.equal(again.ok, true);
+    assert.equal(again.records, 11);
+  });
+
+  const tampering: Array<[string, (l: string[]) => string[], number, RegExp, ((h: string) => string | undefined)?]> = [
+    ['fail/a changed field', (l) => l.map((x, i) => (i === 4 ? x.replace('"acct-1"', '"acct-2"') : x)), 5, /changed/],
+    ['fail/a changed field with its hash recomputed', (l) => l.map((x, i) => (i === 4 ? rehash(x.replace('"acct-1"', '"acct-2"')) : x)), 6, /prev does not match/],
+    ['fail/a record removed from the middle', (l) => l.filter((_, i) => i !== 3), 4, /sequence 5 where 4/],
+    ['fail/two records swapped', (l) => [l[0]!, l[2]!, l[1]!, ...l.slice(3)], 2, /sequence 3 where 2/],
+    ['fail/records cut off the end', (l) => l.slice(0, 7), 8, /ends at record 7 but its head says 10/],
+    ['fail/the head file removed', (l) => l, 1, /head file is missing/, () => undefined],
+    ['fail/a line that is not JSON', (l) => l.map((x, i) => (i === 2 ? x.slice(0, 20) : x)), 3, /not a JSON record/],
+  ];
+  for (const [name, edit, badSeq, problem, editHead] of tampering) {
+    test(name, async () => {
+      const v = await withLines(edit, editHead);
+      assert.equal(v.ok, false);
+      assert.ok(!v.ok && v.badSeq === badSeq, `badSeq ${!v.ok && v.badSeq}`);
+      assert.match(!v.ok ? v.problem : '', problem);
+    });
+  }
+
+  test('fail/the gateway refuses to append to a broken log', async () => {
+    await withLines((l) => l.filter((_, i) => i !== 3));
+    await assert.rejects(AuditLog.open(dir), /broken at record 4/);
+  });
+});
+
+/** Recomputes a record's own hash after an edit (what a careless forger would do). */
+function rehash(line: string): string {
+  const r = JSON.parse(line) as Record<string, unknown>;
+  delete r.hash;
+  const hash = createHash('sha256').update(JSON.stringify(r, Object.keys(r).sort())).digest('hex');
+  return JSON.stringify({ ...r, hash });
+}
