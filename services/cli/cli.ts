@@ -1,4 +1,5 @@
 import { TopologyError } from '../../shared/config/index.js';
+import { RaError } from '../../shared/errors/index.js';
 
 const USAGE = `ra-mesh — a chained ACME Registration Authority mesh over NATS
 
@@ -11,6 +12,8 @@ usage:
   ra-mesh nats-config <topology.yaml> [--out <dir>]
                                              write the nats-server configs (node users, subject permissions,
                                              leaf-link logins, TLS) and create missing NATS credentials
+  ra-mesh keys init|list|rotate|promote|retire <topology.yaml> [--node <id>]
+                                             node signing keys: create, list, rotate with overlap
   ra-mesh audit verify <topology.yaml> [--gateway <id>]
                                              check the gateway's hash-chained audit log
   ra-mesh schema [--write]                   print (or write shared/config/topology.schema.json) the JSON Schema
@@ -28,6 +31,8 @@ export async function runCli(argv: string[]): Promise<number> {
         return await (await import('./commands/eab.js')).eabCommand(rest);
       case 'nats-config':
         return await (await import('./commands/nats-config.js')).natsConfigCommand(rest);
+      case 'keys':
+        return await (await import('./commands/keys.js')).keysCommand(rest);
       case 'audit':
         return await (await import('./commands/audit.js')).auditCommand(rest);
       case 'schema':
@@ -45,6 +50,10 @@ export async function runCli(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof TopologyError) {
       process.stderr.write(`ra-mesh: ${e.message}\n`);
+      return 1;
+    }
+    if (e instanceof RaError) {
+      process.stderr.write(`ra-mesh: ${e.detail}\n`);
       return 1;
     }
     process.stderr.write(`ra-mesh: ${(e as Error).stack ?? String(e)}\n`);

@@ -8,6 +8,7 @@ import { downSubject } from '../../shared/bus/subjects.js';
 import { EnvelopeQueue } from '../../shared/bus/queue.js';
 import {
   KeyRing,
+  loadMeshKeyRing,
   loadOrCreateNodeKey,
   newEdgePayload,
   signEdgeEnvelope,
@@ -85,7 +86,7 @@ export class EdgeService {
     const store = new AcmeStore(db);
     const eab = new EabStore(db);
     const key = await loadOrCreateNodeKey(topology.keysDir(), nodeId);
-    const keys = opts.keys ?? (await KeyRing.fromDir(topology.keysDir(), topology.nodes.map((n) => n.id)));
+    const keys = opts.keys ?? (await loadMeshKeyRing(topology));
     const [host, port] = splitHostPort(acme.listen);
     const baseUrl = (acme.externalUrl ?? `https://${host === '0.0.0.0' || host === '::' ? hostname() : urlHost(host)}:${port}`).replace(/\/$/, '');
     const tlsNames = [new URL(baseUrl).hostname.replace(/^\[|\]$/g, ''), 'localhost', '127.0.0.1', '::1'];

@@ -7,6 +7,7 @@ import { downSubject, ENVELOPE_ID_HEADER } from '../../shared/bus/subjects.js';
 import { EnvelopeQueue, type Disposition } from '../../shared/bus/queue.js';
 import {
   KeyRing,
+  loadMeshKeyRing,
   loadOrCreateNodeKey,
   ReplayGuard,
   signResult,
@@ -82,7 +83,7 @@ export class GatewayService {
     const log = opts.log ?? createGatewayLogger(nodeId);
     const db = await NodeStore.open(topology.storeDir(nodeId));
     const key = await loadOrCreateNodeKey(topology.keysDir(), nodeId);
-    const keys = opts.keys ?? (await KeyRing.fromDir(topology.keysDir(), topology.nodes.map((n) => n.id)));
+    const keys = opts.keys ?? (await loadMeshKeyRing(topology));
     const locks = new KeyedLock();
     const cas = opts.cas ?? (await BuiltinCas.create(topology.storeDir(nodeId), topology.config.mesh, db, locks, log));
     return new GatewayService(nodeId, topology, db, key, keys, cas, log, locks);

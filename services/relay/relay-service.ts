@@ -6,6 +6,7 @@ import { downSubject, ENVELOPE_ID_HEADER } from '../../shared/bus/subjects.js';
 import { EnvelopeQueue, type Disposition } from '../../shared/bus/queue.js';
 import {
   KeyRing,
+  loadMeshKeyRing,
   loadOrCreateNodeKey,
   ReplayGuard,
   signResult,
@@ -54,7 +55,7 @@ export class RelayService {
     const node = opts.topology.node(opts.nodeId);
     if (node.role !== 'relay') throw new Error(`node "${opts.nodeId}" is a ${node.role}, not a relay`);
     const key = await loadOrCreateNodeKey(opts.topology.keysDir(), opts.nodeId);
-    const keys = opts.keys ?? (await KeyRing.fromDir(opts.topology.keysDir(), opts.topology.nodes.map((n) => n.id)));
+    const keys = opts.keys ?? (await loadMeshKeyRing(opts.topology));
     return new RelayService(opts.nodeId, opts.topology, key, keys, opts.log ?? createRelayLogger(opts.nodeId));
   }
 

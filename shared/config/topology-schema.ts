@@ -93,6 +93,11 @@ export const nodeSchema = z
     nats: natsUrl.optional().describe('NATS URL for this node (default: nats.dcs[dc], else nats.hub)'),
     store: z.string().optional().describe('directory of the node store (default <stateDir>/nodes/<id>)'),
     http: hostPort.optional().describe('gateway: HTTP listener for /roots.pem and /health (default 127.0.0.1:8080)'),
+    publicKeys: z
+      .array(z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'an RFC 7638 SHA-256 JWK thumbprint (base64url, 43 characters)'))
+      .min(1)
+      .optional()
+      .describe('pinned signing keys of this node (thumbprints, as `ra-mesh keys list` prints): other keys in the keys folder are refused'),
     policy: policySchema.default({ allowWildcardNames: false }).describe('this node’s issuance policy layer'),
     acme: acmeSchema.optional().describe('ACME server settings (edge only)'),
     cas: casSchema.optional().describe('CA service (gateway only; default builtin)'),
@@ -104,6 +109,7 @@ export const topologySchema = z
     mesh: z.string().min(1).describe('name of the mesh'),
     stateDir: z.string().default('.ra-mesh').describe('directory for node stores, keys and NATS data, relative to the topology file'),
     keysDir: z.string().optional().describe('directory of node keys <id>.key.jwk / <id>.pub.jwk (default <stateDir>/keys)'),
+    keyReload: duration.default('30s').describe('how often nodes re-read the public keys in keysDir (picks up key rotations)'),
     nats: z
       .object({
         hub: natsUrl.default('nats://127.0.0.1:4222').describe('client URL of the hub NATS server'),

@@ -4,3 +4,5 @@ export * from './envelope.js';
 export * from './result.js';
 export * from './schemas.js';
 export { rejection, type EnvelopeRejection } from './jws.js';
+export * from './key-rotation.js';
+export * from './mesh-keys.js';

@@ -1,7 +1,7 @@
 import { CompactSign, compactVerify, type CryptoKey } from 'jose';
 import { RaError } from '../errors/index.js';
 import type { Topology } from '../config/index.js';
-import type { KeyRing, NodeKey } from './node-keys.js';
+import type { EnvelopeAlg, KeyRing, NodeKey } from './node-keys.js';
 import { jwsHeaderSchema } from './schemas.js';
 
 // The JWS layer shared by envelopes and results: strict compact parsing, header rules, signature.
@@ -99,21 +99,27 @@ export async function verifyLayer(jws: string, ctx: LayerContext): Promise<Verif
     const extra = Object.keys(header).filter((k) => !['alg', 'kid', 'typ'].includes(k));
     throw rejection('malformed', `${what}: unexpected header ${extra.length ? `members ${extra.join(', ')}` : 'shape'}`);
   }
-  const keyAlg = ctx.keys.alg(kid);
-  if (keyAlg !== alg) throw rejection('alg', `${what}: node "${kid}" signs with ${keyAlg}, the header says ${alg}`);
-  let key: CryptoKey | undefined;
+  const algs = ctx.keys.algs(kid);
+  if (!algs.includes(alg as EnvelopeAlg)) throw rejection('alg', `${what}: node "${kid}" signs with ${algs.join(' or ')}, the header says ${alg}`);
+  let keys: CryptoKey[];
   try {
-    key = await ctx.keys.get(kid);
+    keys = await ctx.keys.candidates(kid, alg as EnvelopeAlg);
   } catch (e) {
     throw rejection('unknown-kid', `${what}: the public key of "${kid}" cannot be used`, e);
   }
-  if (!key) throw rejection('unknown-kid', `${what}: no public key for node "${kid}"`);
-  let payloadBytes: Uint8Array;
-  try {
-    payloadBytes = (await compactVerify(jws, key, { algorithms: [alg] })).payload;
-  } catch (e) {
-    throw rejection('bad-signature', `${what}: signature of "${kid}" does not verify`, e);
+  if (keys.length === 0) throw rejection('unknown-kid', `${what}: no public key for node "${kid}"`);
+  // During a key rotation a node has two accepted keys (current first): either may have signed.
+  let payloadBytes: Uint8Array | undefined;
+  let lastError: unknown;
+  for (const key of keys) {
+    try {
+      payloadBytes = (await compactVerify(jws, key, { algorithms: [alg] })).payload;
+      break;
+    } catch (e) {
+      lastError = e;
+    }
   }
+  if (!payloadBytes) throw rejection('bad-signature', `${what}: signature of "${kid}" does not verify`, lastError);
   let payload: unknown;
   try {
     payload = JSON.parse(utf8.decode(payloadBytes));

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, link, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
 import { RaError } from '../errors/index.js';
 
 // Node signing keys: one key pair per node, kid = node id. Private keys live in
@@ -61,6 +61,13 @@ async function generate(kid: string, alg: EnvelopeAlg): Promise<{ key: NodeKey; 
   const d = await exportJWK(pair.privateKey);
   const privateJwk: JWK = { ...publicOf(d, kid, alg), d: d.d };
   return { key: await nodeKeyFromPrivateJwk(privateJwk, kid, alg), privateJwk };
+}
+
+/** A fresh key pair as JWKs (private with d, public with kid and alg), for files written elsewhere. */
+export async function generateNodeKeyPair(kid: string, alg: EnvelopeAlg = 'EdDSA'): Promise<{ privateJwk: JWK; publicJwk: JWK }> {
+  checkKidForFile(kid);
+  const g = await generate(kid, alg);
+  return { privateJwk: g.privateJwk, publicJwk: g.key.publicJwk };
 }
 
 /** A fresh key pair (Ed25519 unless ES256 is asked for). Not persisted: see loadOrCreateNodeKey. */
@@ -162,10 +169,28 @@ async function writePublicIfStale(dir: string, key: NodeKey): Promise<void> {
   }
 }
 
-/** The public keys of the mesh by kid (node id). Imports are done once and cached. */
+/** Where a node's key of one rotation stage lives: current `<kid>.pub.jwk`, `<kid>.next.pub.jwk`, `<kid>.prev.pub.jwk`. */
+export type KeyStage = 'current' | 'next' | 'prev';
+export const KEY_STAGES: readonly KeyStage[] = ['current', 'next', 'prev'];
+
+export function stagedPublicKeyFile(dir: string, kid: string, stage: KeyStage): string {
+  return stage === 'current' ? publicKeyFile(dir, kid) : join(dir, `${kid}.${stage}.pub.jwk`);
+}
+
+export function stagedPrivateKeyFile(dir: string, kid: string, stage: 'current' | 'next'): string {
+  return stage === 'current' ? privateKeyFile(dir, kid) : join(dir, `${kid}.next.key.jwk`);
+}
+
+type RingJwk = JWK & { kid: string; alg: EnvelopeAlg };
+
+/**
+ * The public keys of the mesh by kid (node id). A node has one current key and, while its key is
+ * being rotated, also a next or a previous one: signatures by any of them verify (the overlap).
+ * Imports are done once and cached.
+ */
 export class KeyRing {
-  private readonly jwks = new Map<string, JWK & { kid: string; alg: EnvelopeAlg }>();
-  private readonly imported = new Map<string, Promise<CryptoKey>>();
+  private jwks = new Map<string, RingJwk[]>();
+  private imported = new Map<string, Promise<CryptoKey>>();
 
   constructor(entries?: Iterable<[string, JWK]>) {
     for (const [kid, jwk] of entries ?? []) {
@@ -176,64 +201,123 @@ export class KeyRing {
     }
   }
 
-  /** Adds or replaces a public key. Private key material is refused. */
-  add(jwk: JWK & { kid: string }): void {
+  private static check(jwk: JWK & { kid: string }): RingJwk {
     if (typeof jwk.kid !== 'string' || jwk.kid === '') throw new RaError('serverInternal', { detail: 'a key ring JWK needs a kid' });
     if (jwk.d !== undefined) throw new RaError('serverInternal', { detail: `refusing private key material for kid "${jwk.kid}" in the key ring` });
     const alg = jwkAlg(jwk);
-    this.jwks.set(jwk.kid, publicOf(jwk, jwk.kid, alg) as JWK & { kid: string; alg: EnvelopeAlg });
-    this.imported.delete(jwk.kid);
+    return publicOf(jwk, jwk.kid, alg) as RingJwk;
+  }
+
+  /** Sets the (only) public key of a node, replacing any it had. Private key material is refused. */
+  add(jwk: JWK & { kid: string }): void {
+    const k = KeyRing.check(jwk);
+    this.jwks.set(k.kid, [k]);
+    for (const c of [...this.imported.keys()]) if (c.startsWith(`${k.kid}#`)) this.imported.delete(c);
+  }
+
+  /** Adds another accepted key of a node (the next or previous key of a rotation). */
+  addRotation(jwk: JWK & { kid: string }): void {
+    const k = KeyRing.check(jwk);
+    const list = this.jwks.get(k.kid);
+    if (!list) throw new RaError('serverInternal', { detail: `node "${k.kid}" has no current key to rotate from` });
+    list.push(k);
   }
 
   has(kid: string): boolean {
     return this.jwks.has(kid);
   }
 
-  /** The alg the key of `kid` signs with. */
+  /** The alg the current key of `kid` signs with. */
   alg(kid: string): EnvelopeAlg | undefined {
-    return this.jwks.get(kid)?.alg;
+    return this.jwks.get(kid)?.[0]?.alg;
   }
 
-  /** The public JWK of `kid` (a copy). */
+  /** Every alg any accepted key of `kid` signs with. */
+  algs(kid: string): EnvelopeAlg[] {
+    return [...new Set((this.jwks.get(kid) ?? []).map((k) => k.alg))];
+  }
+
+  /** The current public JWK of `kid` (a copy). */
   jwk(kid: string): JWK | undefined {
-    const j = this.jwks.get(kid);
+    const j = this.jwks.get(kid)?.[0];
     return j ? { ...j } : undefined;
+  }
+
+  /** How many keys of `kid` are accepted (2 during a rotation). */
+  count(kid: string): number {
+    return this.jwks.get(kid)?.length ?? 0;
   }
 
   kids(): string[] {
     return [...this.jwks.keys()];
   }
 
-  async get(kid: string): Promise<CryptoKey | undefined> {
-    const jwk = this.jwks.get(kid);
-    if (!jwk) return undefined;
-    let p = this.imported.get(kid);
+  private importAt(kid: string, i: number): Promise<CryptoKey> {
+    const jwk = this.jwks.get(kid)![i]!;
+    const cacheKey = `${kid}#${i}#${jwk.x}`;
+    let p = this.imported.get(cacheKey);
     if (!p) {
       p = importJWK(jwk, jwk.alg) as Promise<CryptoKey>;
-      this.imported.set(kid, p);
+      this.imported.set(cacheKey, p);
       const mine = p;
       p.catch(() => {
-        if (this.imported.get(kid) === mine) this.imported.delete(kid);
+        if (this.imported.get(cacheKey) === mine) this.imported.delete(cacheKey);
       });
     }
     return p;
   }
 
-  /** Reads `<dir>/<id>.pub.jwk` for each id whose file exists; ids without one are skipped. */
-  static async fromDir(dir: string, ids: string[]): Promise<KeyRing> {
+  /** The current key of `kid`. */
+  async get(kid: string): Promise<CryptoKey | undefined> {
+    if (!this.jwks.has(kid)) return undefined;
+    return this.importAt(kid, 0);
+  }
+
+  /** Every accepted key of `kid` for `alg`, current first. */
+  async candidates(kid: string, alg: EnvelopeAlg): Promise<CryptoKey[]> {
+    const list = this.jwks.get(kid) ?? [];
+    const out: CryptoKey[] = [];
+    for (const [i, k] of list.entries()) if (k.alg === alg) out.push(await this.importAt(kid, i));
+    return out;
+  }
+
+  /**
+   * Reads each id's current public key `<dir>/<id>.pub.jwk` (ids without one are skipped) and, when
+   * present, its next and previous keys. With `pins`, a node's keys must have one of its pinned RFC 7638
+   * thumbprints (the topology's publicKeys), or loading fails naming the file.
+   */
+  static async fromDir(dir: string, ids: string[], pins: Record<string, readonly string[] | undefined> = {}): Promise<KeyRing> {
     const ring = new KeyRing();
     for (const id of ids) {
       checkKidForFile(id);
-      const file = publicKeyFile(dir, id);
-      const jwk = await readJwkFile(file);
-      if (!jwk) continue;
-      if (jwk.kid !== undefined && jwk.kid !== id) throw new RaError('serverInternal', { detail: `public key file ${file} is for kid "${jwk.kid}", not "${id}"` });
-      try {
-        ring.add({ ...jwk, kid: id });
-      } catch (e) {
-        throw new RaError('serverInternal', { detail: `public key file ${file}: ${(e as RaError).detail ?? String(e)}`, cause: e });
+      for (const stage of KEY_STAGES) {
+        const file = stagedPublicKeyFile(dir, id, stage);
+        const jwk = await readJwkFile(file);
+        if (!jwk) continue;
+        if (jwk.kid !== undefined && jwk.kid !== id) throw new RaError('serverInternal', { detail: `public key file ${file} is for kid "${jwk.kid}", not "${id}"` });
+        if (stage !== 'current' && !ring.has(id)) throw new RaError('serverInternal', { detail: `${file} exists but ${publicKeyFile(dir, id)} does not` });
+        try {
+          if (stage === 'current') ring.add({ ...jwk, kid: id });
+          else ring.addRotation({ ...jwk, kid: id });
+        } catch (e) {
+          throw new RaError('serverInternal', { detail: `public key file ${file}: ${(e as RaError).detail ?? String(e)}`, cause: e });
+        }
+        const pinned = pins[id];
+        if (pinned && pinned.length > 0) {
+          const tp = await calculateJwkThumbprint(jwk);
+          if (!pinned.includes(tp)) {
+            throw new RaError('serverInternal', { detail: `public key file ${file} (thumbprint ${tp}) is not one of the keys the topology pins for "${id}"` });
+          }
+        }
       }
     }
     return ring;
+  }
+
+  /** Re-reads the directory (see fromDir) and swaps the keys in at once; on error the ring is unchanged. */
+  async reload(dir: string, ids: string[], pins: Record<string, readonly string[] | undefined> = {}): Promise<void> {
+    const fresh = await KeyRing.fromDir(dir, ids, pins);
+    this.jwks = fresh.jwks;
+    this.imported = fresh.imported;
   }
 }

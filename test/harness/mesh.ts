@@ -106,6 +106,8 @@ export async function startTestMesh(opts: {
   nats?: Record<string, unknown>;
   /** Nodes not started in this process: the test runs them with spawnNode(). */
   external?: string[];
+  /** topology.keyReload (how often nodes re-read the keys folder). */
+  keyReload?: string;
 }): Promise<TestMesh> {
   const dir = await mkdtemp(join(tmpdir(), 'ra-mesh-test-'));
   const dcs = [...new Set(opts.nodes.filter((n) => n.role !== 'gateway').map((n) => n.dc))];
@@ -130,6 +132,7 @@ export async function startTestMesh(opts: {
         stateDir: join(dir, 'state'),
         nats: natsBlock,
         ...(opts.envelope ? { envelope: opts.envelope } : {}),
+        ...(opts.keyReload ? { keyReload: opts.keyReload } : {}),
         nodes,
       });
       // On disk too, so tests can run the ra-mesh command against the same topology.
