@@ -19,6 +19,7 @@ import {
   type ResultPayload,
 } from '../../shared/envelope/index.js';
 import { RaError } from '../../shared/errors/index.js';
+import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
 import { PolicyLayer } from '../../shared/policy/index.js';
 import { KeyedLock, NodeStore } from '../../shared/store/index.js';
 import { createEdgeLogger, type Logger } from './logger.js';
@@ -55,6 +56,18 @@ export interface EdgeServiceOptions {
  */
 export class EdgeService {
   private nc?: NatsConnection;
+  private metricsOf?: NodeMetrics;
+  private metricsServer?: { url: string; close(): Promise<void> };
+
+  /** This node's Prometheus metrics (also served on the node's `metrics` listener). */
+  get metrics(): NodeMetrics {
+    return (this.metricsOf ??= new NodeMetrics(this.nodeId, 'edge', { processMetrics: true }));
+  }
+
+  /** URL of this node's /metrics listener, when the topology gives it one. */
+  get metricsUrl(): string | undefined {
+    return this.metricsServer?.url;
+  }
   private sub?: Subscription;
   private queue?: EnvelopeQueue;
   private timer?: NodeJS.Timeout;
@@ -142,6 +155,8 @@ export class EdgeService {
   }
 
   async start(): Promise<void> {
+    const metricsListen = this.topology.node(this.nodeId).metrics;
+    if (metricsListen) this.metricsServer = await this.metrics.serve(metricsListen);
     this.nc = await connectBus(this.topology.natsUrl(this.nodeId), {
       name: this.nodeId,
       log: this.log,
@@ -165,6 +180,7 @@ export class EdgeService {
   }
 
   async stop(): Promise<void> {
+    await this.metricsServer?.close();
     if (this.timer) clearInterval(this.timer);
     await this.app?.close();
     await this.admin?.close();
@@ -300,6 +316,7 @@ export class EdgeService {
     try {
       result = await verifyResult(new TextDecoder().decode(data), { topology: this.topology, edge: this.nodeId, keys: this.keys });
     } catch (e) {
+      this.metrics.envelopesRejected.inc({ reason: (e instanceof RaError ? e.reason : undefined) ?? 'error' });
       this.log.warn({ err: e instanceof RaError ? { type: e.type, detail: e.detail, reason: e.reason } : e }, 'result rejected and dropped');
       return;
     }

@@ -17,6 +17,7 @@ import {
   type VerifiedEnvelope,
 } from '../../shared/envelope/index.js';
 import { RaError, toRaError } from '../../shared/errors/index.js';
+import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
 import { csrNames, fingerprint, parseCsr, pemToDer } from '../../shared/pki/index.js';
 import { PolicyLayer, resolveLifetime } from '../../shared/policy/index.js';
 import { KeyedLock, NodeStore, type Collection } from '../../shared/store/index.js';
@@ -51,6 +52,18 @@ interface ResultRecord {
  */
 export class GatewayService {
   private nc?: NatsConnection;
+  private metricsOf?: NodeMetrics;
+  private metricsServer?: { url: string; close(): Promise<void> };
+
+  /** This node's Prometheus metrics (also served on the node's `metrics` listener). */
+  get metrics(): NodeMetrics {
+    return (this.metricsOf ??= new NodeMetrics(this.nodeId, 'gateway', { processMetrics: true }));
+  }
+
+  /** URL of this node's /metrics listener, when the topology gives it one. */
+  get metricsUrl(): string | undefined {
+    return this.metricsServer?.url;
+  }
   private queue?: EnvelopeQueue;
   private audit?: AuditLog;
   private http?: FastifyInstance;
@@ -95,6 +108,8 @@ export class GatewayService {
   rootFingerprints: string[] = [];
 
   async start(): Promise<void> {
+    const metricsListen = this.topology.node(this.nodeId).metrics;
+    if (metricsListen) this.metricsServer = await this.metrics.serve(metricsListen);
     this.nc = await connectBus(this.topology.natsUrl(this.nodeId), {
       name: this.nodeId,
       log: this.log,
@@ -106,6 +121,7 @@ export class GatewayService {
     this.queue.consume((data) => this.onEnvelope(data));
     this.http = Fastify({ logger: false });
     this.http.get('/roots.pem', async (_req, reply) => reply.type('application/pem-certificate-chain').send(await this.cas.rootsPem()));
+    this.http.get('/metrics', async (_req, reply) => reply.type(this.metrics.contentType).send(await this.metrics.text()));
     this.http.get('/health', async () => ({ status: 'ok', node: this.nodeId, nats: this.nc?.isClosed() ? 'closed' : 'connected', cas: this.cas.type }));
     const [host, port] = splitHostPort(this.topology.node(this.nodeId).http ?? '127.0.0.1:8080');
     await this.http.listen({ host, port });
@@ -116,6 +132,7 @@ export class GatewayService {
   }
 
   async stop(): Promise<void> {
+    await this.metricsServer?.close();
     await this.queue?.stop();
     await this.audit?.close();
     await this.http?.close();
@@ -133,6 +150,7 @@ export class GatewayService {
     } catch (e) {
       const err = toRaError(e);
       // A malformed or forged envelope is dropped and logged; it never crashes the node.
+      this.metrics.envelopesRejected.inc({ reason: err.reason ?? err.type });
       this.log.warn({ reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
       return 'drop';
     }

@@ -16,6 +16,7 @@ import {
   type ResultPayload,
 } from '../../shared/envelope/index.js';
 import { toRaError } from '../../shared/errors/index.js';
+import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
 import { PolicyLayer } from '../../shared/policy/index.js';
 import { createRelayLogger, type Logger } from './logger.js';
 
@@ -33,6 +34,18 @@ export interface RelayServiceOptions {
  */
 export class RelayService {
   private nc?: NatsConnection;
+  private metricsOf?: NodeMetrics;
+  private metricsServer?: { url: string; close(): Promise<void> };
+
+  /** This node's Prometheus metrics (also served on the node's `metrics` listener). */
+  get metrics(): NodeMetrics {
+    return (this.metricsOf ??= new NodeMetrics(this.nodeId, 'relay', { processMetrics: true }));
+  }
+
+  /** URL of this node's /metrics listener, when the topology gives it one. */
+  get metricsUrl(): string | undefined {
+    return this.metricsServer?.url;
+  }
   private queue?: EnvelopeQueue;
   private readonly replay: ReplayGuard;
   private readonly layer: PolicyLayer;
@@ -64,6 +77,8 @@ export class RelayService {
   }
 
   async start(): Promise<void> {
+    const metricsListen = this.topology.node(this.nodeId).metrics;
+    if (metricsListen) this.metricsServer = await this.metrics.serve(metricsListen);
     this.nc = await connectBus(this.topology.natsUrl(this.nodeId), {
       name: this.nodeId,
       log: this.log,
@@ -75,6 +90,7 @@ export class RelayService {
   }
 
   async stop(): Promise<void> {
+    await this.metricsServer?.close();
     await this.queue?.stop();
     if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
     this.log.info('relay stopped');
@@ -90,6 +106,7 @@ export class RelayService {
     } catch (e) {
       const err = toRaError(e);
       // Malformed, forged or replayed envelopes are dropped and logged; they never crash the relay.
+      this.metrics.envelopesRejected.inc({ reason: err.reason ?? err.type });
       this.log.warn({ reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
       return 'drop';
     }

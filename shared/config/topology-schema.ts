@@ -93,6 +93,7 @@ export const nodeSchema = z
     nats: natsUrl.optional().describe('NATS URL for this node (default: nats.dcs[dc], else nats.hub)'),
     store: z.string().optional().describe('directory of the node store (default <stateDir>/nodes/<id>)'),
     http: hostPort.optional().describe('gateway: HTTP listener for /roots.pem and /health (default 127.0.0.1:8080)'),
+    metrics: hostPort.optional().describe('listener for this node’s Prometheus metrics at /metrics (none when absent; the gateway also serves them on http)'),
     publicKeys: z
       .array(z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'an RFC 7638 SHA-256 JWK thumbprint (base64url, 43 characters)'))
       .min(1)

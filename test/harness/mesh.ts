@@ -125,6 +125,7 @@ export async function startTestMesh(opts: {
         const node: Record<string, unknown> = { ...n };
         if (n.role === 'edge') node.acme = { listen: `${HOST}:${await freePort()}`, ...(n.acme ?? {}) };
         if (n.role === 'gateway') node.http = `${HOST}:${await freePort()}`;
+        node.metrics = `${HOST}:${await freePort()}`;
         nodes.push(node);
       }
       const yaml = stringify({

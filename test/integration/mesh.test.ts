@@ -5,7 +5,7 @@ import { downSubject, upSubject } from '../../shared/bus/subjects.js';
 import { EnvelopeQueue } from '../../shared/bus/queue.js';
 import { createLogger } from '../../shared/logging/logger.js';
 import { nodeConnectOptions } from '../../shared/bus/auth.js';
-import { loadOrCreateNodeKey, newEdgePayload, signEdgeEnvelope, verifyResult, type NodeKey, type ResultPayload } from '../../shared/envelope/index.js';
+import { loadOrCreateNodeKey, newEdgePayload, signEdgeEnvelope, verifyResult, wrapEnvelope, type NodeKey, type ResultPayload } from '../../shared/envelope/index.js';
 import { parseDuration } from '../../shared/config/index.js';
 import { startTestMesh, type TestMesh } from '../harness/mesh.js';
 import { AUDIT_FILE, AUDIT_HEAD_FILE, auditDir } from '../../shared/audit/audit-log.js';
@@ -51,6 +51,8 @@ describe('integration: envelope through two relays over hub + 2 leaf servers', {
     });
     await nc.flush();
   });
+
+  const metricsUrl = (node: string) => `http://${m.topology.node(node).metrics}/metrics`;
 
   /** A bus connection with a node's own NATS credentials, on that node's server. */
   async function connectAs(node: string): Promise<NatsConnection> {
@@ -160,6 +162,20 @@ describe('integration: envelope through two relays over hub + 2 leaf servers', {
     // Each queue gets junk from a connection allowed to publish there (the node's child).
     const asRelay2 = await connectAs('relay-2');
     for (const [i, j] of junk.entries()) for (const node of ['edge-b', 'relay-2', 'relay-1']) await sendAs(node, j, `junk-${i}`);
+    // Replayed: a fresh id carrying the nonce of an envelope the relays have seen.
+    const seen = await envelope(['seen.corp.test']);
+    await send(seen.jws);
+    await waitResult(seen.id);
+    const seenPayload = JSON.parse(Buffer.from(seen.jws.split('.')[1]!, 'base64url').toString());
+    const replayed = await signEdgeEnvelope({ ...seenPayload, id: crypto.randomUUID() }, edgeKey);
+    await sendAs('edge-b', replayed, 'replayed');
+    // Re-ordered: layers wrapped relay-1 first, then relay-2 (the path is relay-2 then relay-1).
+    const r1 = await loadOrCreateNodeKey(m.topology.keysDir(), 'relay-1');
+    const r2 = await loadOrCreateNodeKey(m.topology.keysDir(), 'relay-2');
+    const { jws: inner } = await envelope(['order.corp.test']);
+    const hop = (node: string) => ({ node, recvAt: Date.now(), policy: 'x', decision: 'allow' as const });
+    const reordered = await wrapEnvelope(await wrapEnvelope(inner, hop('relay-1'), r1, { ttlMs: 60_000 }), hop('relay-2'), r2, { ttlMs: 60_000 });
+    await sendAs('relay-2', reordered, 'reordered');
     // The edge's own envelope handed to the gateway unwrapped (a relay skipped): wrong parent, dropped.
     const { id: skipId, jws: skip } = await envelope(['skip.corp.test']);
     await sendAs('relay-1', skip, skipId);
@@ -171,7 +187,31 @@ describe('integration: envelope through two relays over hub + 2 leaf servers', {
     const [r] = await waitResult(id);
     assert.equal(r!.status, 'valid');
     assert.equal(results.has(skipId), false);
-    assert.equal(m.mesh.gateway!.issued, before + 1);
+    assert.equal(m.mesh.gateway!.issued, before + 2);
+    // Every refusal is counted by reason on the node that refused it (its /metrics, from outside).
+    const counts = async (node: string) => {
+      const text = await httpGet(metricsUrl(node));
+      const out: Record<string, number> = {};
+      for (const mm of text.matchAll(/^ramesh_envelopes_rejected_total\{([^}]*)\} (\d+)$/gm)) {
+        const reason = /reason="([^"]+)"/.exec(mm[1]!)![1]!;
+        assert.match(mm[1]!, new RegExp(`node="${node}"`));
+        out[reason] = Number(mm[2]);
+      }
+      return out;
+    };
+    const total = (c: Record<string, number>) => Object.values(c).reduce((a, b) => a + b, 0);
+    // Bounded wait: the nodes handle messages concurrently, the last junk may still be in hand.
+    let relay2 = await counts('relay-2');
+    let relay1 = await counts('relay-1');
+    let gw = await counts('gw');
+    for (let i = 0; i < 50 && (total(relay2) < junk.length + 1 || total(relay1) < junk.length + 1 || total(gw) < junk.length + 1); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      [relay2, relay1, gw] = [await counts('relay-2'), await counts('relay-1'), await counts('gw')];
+    }
+    assert.equal(total(relay2), junk.length + 1, `relay-2: junk and the replay ${JSON.stringify(relay2)}`);
+    assert.ok((relay2.replayed ?? 0) >= 1, JSON.stringify(relay2));
+    assert.equal(total(relay1), junk.length + 1, `relay-1: junk and the re-ordered layers ${JSON.stringify(relay1)}`);
+    assert.equal(total(gw), junk.length + 1, `gw: junk and the skipped relay ${JSON.stringify(gw)}`);
   });
 
   test('ok/the gateway audit log holds every decision with its path; `ra-mesh audit verify` checks it', async () => {
