@@ -13,6 +13,10 @@ import {
   newEdgePayload,
   signEdgeEnvelope,
   verifyResult,
+  verifyCrlMessage,
+  peekTyp,
+  CRL_TYP,
+  type CrlMessage,
   type EdgePayload,
   type EnvelopeIdentifier,
   type NodeKey,
@@ -25,7 +29,8 @@ import { KeyedLock, NodeStore } from '../../shared/store/index.js';
 import { createEdgeLogger, type Logger } from './logger.js';
 import { ACME_PATHS, type AcmeContext } from './acme/context.js';
 import { NonceStore } from './acme/nonce.js';
-import { AcmeStore, type OrderRecord, type OutboxRecord } from './acme/records.js';
+import { AcmeStore, type CertificateRecord, type OrderRecord, type OutboxRecord } from './acme/records.js';
+import { EdgeRevocations, leafSerial } from './revocations.js';
 import { buildAcmeServer } from './acme/server.js';
 import { pruneExpired } from './acme/prune.js';
 import { loadOrCreateEdgeTls } from './tls.js';
@@ -87,7 +92,11 @@ export class EdgeService {
     private readonly tls: { cert: string; key: string; certFile: string },
     private readonly log: Logger,
     private readonly retransmitMs: number,
-  ) {}
+  ) {
+    this.revocations = new EdgeRevocations(nodeId, topology, store, key, ctx.locks, log, (id, jws) => this.publishUp(id, jws), retransmitMs);
+  }
+
+  private readonly revocations: EdgeRevocations;
 
   static async create(opts: EdgeServiceOptions): Promise<EdgeService> {
     const { topology, nodeId } = opts;
@@ -135,6 +144,8 @@ export class EdgeService {
       validators,
       challengeTypes: acme.challenges,
       submit: (order, csrDer) => self!.submit(order, csrDer),
+      revoke: (req) => self!.revocations.request(req, parseDuration(acme.revokeWait)),
+      findCertificate: (der) => self!.revocations.findByDer(der),
     };
     self = new EdgeService(nodeId, topology, store, key, keys, ctx, tls, log, opts.retransmitMs ?? 3000);
     return self;
@@ -165,7 +176,10 @@ export class EdgeService {
     this.sub = this.nc.subscribe(downSubject(this.nodeId), {
       callback: (err, msg) => {
         if (err) return this.log.error({ err }, 'down subscription error');
-        this.onResult(msg.data).catch((e) => this.log.error({ err: e }, 'result handling failed'));
+        // Down: results (ra-mesh-result+jws) and the gateway's CRL (ra-mesh-crl+jws), told apart by typ.
+        const text = new TextDecoder().decode(msg.data);
+        const handled = peekTyp(text) === CRL_TYP ? this.onCrl(text) : this.onResult(msg.data);
+        handled.catch((e) => this.log.error({ err: e }, 'down message handling failed'));
       },
     });
     await this.nc.flush();
@@ -244,11 +258,32 @@ export class EdgeService {
    * carry it up whenever the uplink is there. A failed store is retried by the outbox sweep.
    */
   private publish(out: OutboxRecord): void {
+    this.publishUp(out.envelopeId, out.jws);
+  }
+
+  private publishUp(envelopeId: string, jws: string): void {
     if (!this.queue || !this.nc || this.nc.isClosed()) return;
-    this.queue.send(out.jws, out.envelopeId).then(
-      ({ duplicate }) => this.log.debug({ envelopeId: out.envelopeId, duplicate }, 'envelope stored in the outbound stream'),
-      (e) => this.log.warn({ err: e, envelopeId: out.envelopeId }, 'outbound stream did not store the envelope; the outbox retries'),
+    this.queue.send(jws, envelopeId).then(
+      ({ duplicate }) => this.log.debug({ envelopeId, duplicate }, 'envelope stored in the outbound stream'),
+      (e) => this.log.warn({ err: e, envelopeId }, 'outbound stream did not store the envelope; the outbox retries'),
     );
+  }
+
+  /** A CRL message from the gateway: verified, kept when newer than the one stored (served at GET /crl). */
+  private async onCrl(jws: string): Promise<void> {
+    let msg: CrlMessage;
+    try {
+      msg = await verifyCrlMessage(jws, { topology: this.topology, keys: this.keys });
+    } catch (e) {
+      this.log.warn({ err: e instanceof RaError ? { type: e.type, detail: e.detail, reason: e.reason } : e }, 'CRL message rejected and dropped');
+      return;
+    }
+    await this.ctx.locks.run('crl', async () => {
+      const current = await this.store.crl.get('current');
+      if (current && current.number >= msg.number) return;
+      await this.store.crl.put('current', { number: msg.number, thisUpdate: msg.thisUpdate, nextUpdate: msg.nextUpdate, der: msg.crl, receivedAt: new Date().toISOString() });
+      this.log.info({ number: msg.number }, 'CRL updated');
+    });
   }
 
   /** Retransmits unanswered envelopes and expires orders whose result never came. */
@@ -286,6 +321,7 @@ export class EdgeService {
         this.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting envelope');
         this.publish(out);
       }
+      await this.revocations.sweep(now, parseDuration(this.ctx.acme.orderLifetime));
       await this.pruneIfDue(now);
     } catch (e) {
       this.log.error({ err: e }, 'outbox sweep failed');
@@ -320,6 +356,7 @@ export class EdgeService {
       this.log.warn({ err: e instanceof RaError ? { type: e.type, detail: e.detail, reason: e.reason } : e }, 'result rejected and dropped');
       return;
     }
+    if (result.kind === 'revoke') return this.revocations.onResult(result);
     const log = this.log.child({ envelopeId: result.id });
     const orderId = await this.store.orderByEnvelope.get(result.id);
     if (!orderId) return log.warn('result for an unknown envelope dropped');
@@ -333,8 +370,24 @@ export class EdgeService {
         const certId = order.id;
         order.status = 'valid';
         order.certificateId = certId;
+        let serial: string | undefined;
+        try {
+          serial = leafSerial(result.certificate);
+        } catch (e) {
+          log.warn({ err: e }, 'certificate serial unreadable: it cannot be revoked through this edge');
+        }
+        const cert: CertificateRecord = {
+          id: certId,
+          orderId: order.id,
+          accountId: order.accountId,
+          chainPem: result.certificate,
+          issuedAt: new Date().toISOString(),
+          ...(serial ? { serial } : {}),
+          identifiers: order.identifiers,
+        };
         await this.store.db.batch([
-          { coll: this.store.certificates as never, type: 'put', key: certId, value: { id: certId, orderId: order.id, accountId: order.accountId, chainPem: result.certificate, issuedAt: new Date().toISOString() } },
+          { coll: this.store.certificates as never, type: 'put', key: certId, value: cert },
+          ...(serial ? [{ coll: this.store.certBySerial as never, type: 'put' as const, key: serial, value: certId }] : []),
           { coll: this.store.orders as never, type: 'put', key: order.id, value: order },
           { coll: this.store.outbox as never, type: 'del', key: result.id },
         ]);

@@ -10,10 +10,13 @@ import {
   loadMeshKeyRing,
   loadOrCreateNodeKey,
   ReplayGuard,
+  signCrlMessage,
   signResult,
   verifyEnvelope,
+  type EdgePayload,
   type NodeKey,
   type ResultPayload,
+  type RevokePayload,
   type VerifiedEnvelope,
 } from '../../shared/envelope/index.js';
 import { RaError, toRaError } from '../../shared/errors/index.js';
@@ -22,7 +25,7 @@ import { csrNames, fingerprint, parseCsr, pemToDer } from '../../shared/pki/inde
 import { PolicyLayer, resolveLifetime } from '../../shared/policy/index.js';
 import { KeyedLock, NodeStore, type Collection } from '../../shared/store/index.js';
 import { BuiltinCas } from './cas/builtin-cas.js';
-import type { CertificateAuthorityService } from './cas/cas.js';
+import { hasCrl, type CertificateAuthorityService } from './cas/cas.js';
 import { createGatewayLogger, type Logger } from './logger.js';
 import { faultPoint } from '../../shared/faults/fault-point.js';
 import { AuditLog, auditDir } from '../../shared/audit/audit-log.js';
@@ -46,6 +49,20 @@ interface ResultRecord {
   at: number;
 }
 
+/** Every certificate the gateway had issued, keyed by serial: who asked, so only that edge may revoke it. */
+interface IssuanceRecord {
+  serial: string;
+  /** The edge that requested the certificate (origin.node of the issue envelope). */
+  edge: string;
+  envelopeId: string;
+  accountId: string;
+  identifiers: Array<{ type: string; value: string }>;
+  at: number;
+}
+
+/** How often the current CRL is published down to every edge (also at start and after each revocation). */
+const CRL_PUBLISH_INTERVAL_MS = 10 * 60_000;
+
 /**
  * The root gateway: verifies the whole envelope chain against the topology, applies the final policy
  * layer, calls the CA service once per envelope id, and routes the signed result to the origin edge.
@@ -65,10 +82,14 @@ export class GatewayService {
     return this.metricsServer?.url;
   }
   private queue?: EnvelopeQueue;
+  /** Background work (CRL publications) that stop() waits for. */
+  private readonly inflight = new Set<Promise<void>>();
   private audit?: AuditLog;
   private http?: FastifyInstance;
   private readonly replay: ReplayGuard;
   private readonly results: Collection<ResultRecord>;
+  private readonly certs: Collection<IssuanceRecord>;
+  private crlTimer?: NodeJS.Timeout;
   private readonly layers: Map<string, PolicyLayer>;
   /** Count of CA calls made by this process (tests and metrics read it). */
   issued = 0;
@@ -84,6 +105,7 @@ export class GatewayService {
     private readonly locks: KeyedLock,
   ) {
     this.results = db.collection('result');
+    this.certs = db.collection('issued-cert');
     this.replay = new ReplayGuard({ ttlMs: parseDuration(topology.config.envelope.ttl) * 2, max: 100_000 });
     this.layers = new Map(topology.nodes.map((n) => [n.id, new PolicyLayer(n.id, n.policy)]));
   }
@@ -98,7 +120,13 @@ export class GatewayService {
     const key = await loadOrCreateNodeKey(topology.keysDir(), nodeId);
     const keys = opts.keys ?? (await loadMeshKeyRing(topology));
     const locks = new KeyedLock();
-    const cas = opts.cas ?? (await BuiltinCas.create(topology.storeDir(nodeId), topology.config.mesh, db, locks, log));
+    const casConfig = node.cas?.type === 'builtin' ? node.cas : undefined;
+    const cas =
+      opts.cas ??
+      (await BuiltinCas.create(topology.storeDir(nodeId), topology.config.mesh, db, locks, log, {
+        ...(casConfig?.crlUrl ? { crlUrl: casConfig.crlUrl } : {}),
+        ...(casConfig?.crlValidity ? { crlValidityMs: parseDuration(casConfig.crlValidity) } : {}),
+      }));
     return new GatewayService(nodeId, topology, db, key, keys, cas, log, locks);
   }
 
@@ -122,18 +150,33 @@ export class GatewayService {
     this.http = Fastify({ logger: false });
     this.http.get('/roots.pem', async (_req, reply) => reply.type('application/pem-certificate-chain').send(await this.cas.rootsPem()));
     this.http.get('/metrics', async (_req, reply) => reply.type(this.metrics.contentType).send(await this.metrics.text()));
+    // The CA's CRL (RFC 5280), DER as application/pkix-crl (RFC 2585 §4.2).
+    this.http.get('/crl', async (_req, reply) => {
+      const cas = this.cas;
+      if (!hasCrl(cas)) return reply.code(404).type('text/plain').send(`the ${cas.type} CA service publishes no CRL here`);
+      const crl = await cas.currentCrl();
+      return reply.type('application/pkix-crl').header('cache-control', 'no-cache').send(Buffer.from(crl.der));
+    });
     this.http.get('/health', async () => ({ status: 'ok', node: this.nodeId, nats: this.nc?.isClosed() ? 'closed' : 'connected', cas: this.cas.type }));
     const [host, port] = splitHostPort(this.topology.node(this.nodeId).http ?? '127.0.0.1:8080');
     await this.http.listen({ host, port });
     const addr = this.http.server.address();
     this.httpUrl = typeof addr === 'object' && addr ? `http://${urlHost(host)}:${addr.port}` : undefined;
     this.rootFingerprints = pemToDer(await this.cas.rootsPem(), 'CERTIFICATE').map(fingerprint);
+    if (hasCrl(this.cas)) {
+      this.track(this.publishCrl());
+      this.crlTimer = setInterval(() => this.track(this.publishCrl()), CRL_PUBLISH_INTERVAL_MS);
+      this.crlTimer.unref();
+    }
     this.log.info({ roots: `${this.httpUrl}/roots.pem`, rootFingerprints: this.rootFingerprints, cas: this.cas.type }, 'gateway started');
   }
 
   async stop(): Promise<void> {
     await this.metricsServer?.close();
+    if (this.crlTimer) clearInterval(this.crlTimer);
     await this.queue?.stop();
+    // In-flight work may start a CRL publication: wait for that too (bounded).
+    for (let i = 0; i < 10 && this.inflight.size > 0; i++) await Promise.allSettled([...this.inflight]);
     await this.audit?.close();
     await this.http?.close();
     if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
@@ -175,11 +218,21 @@ export class GatewayService {
       let result: Omit<ResultPayload, 'iat'>;
       let serial: string | undefined;
       let notAfter: Date | undefined;
+      let issuance: IssuanceRecord | undefined;
+      const revoke = env.payload.kind === 'revoke';
       try {
-        const issued = await this.issue(env, log);
-        serial = issued.serial;
-        notAfter = issued.notAfter;
-        result = this.resultPayload(env, recvAt, { status: 'valid', certificate: issued.chainPem });
+        if (env.payload.kind === 'revoke') {
+          const r = await this.revoke(env as VerifiedEnvelope<RevokePayload>, log);
+          serial = r.serial;
+          result = this.resultPayload(env, recvAt, { kind: 'revoke', status: 'valid', revocation: { serial: r.serial, reason: r.reason, revokedAt: r.revokedAt.toISOString() } });
+        } else {
+          const p = env.payload;
+          const issued = await this.issue(env as VerifiedEnvelope<EdgePayload>, log);
+          serial = issued.serial;
+          notAfter = issued.notAfter;
+          issuance = { serial, edge: p.origin.node, envelopeId: p.id, accountId: p.account.id, identifiers: p.identifiers.map(({ type, value }) => ({ type, value })), at: Date.now() };
+          result = this.resultPayload(env, recvAt, { status: 'valid', certificate: issued.chainPem });
+        }
       } catch (e) {
         const err = toRaError(e);
         if (err.type === 'serverInternal') {
@@ -188,30 +241,37 @@ export class GatewayService {
           return 'retry';
         }
         log.info({ problem: err.type, detail: err.detail }, 'request refused');
-        result = this.resultPayload(env, recvAt, { status: 'invalid', problem: err.toProblem() });
+        result = this.resultPayload(env, recvAt, { ...(revoke ? { kind: 'revoke' as const } : {}), status: 'invalid', problem: err.toProblem() });
       }
       const payload = { ...result, gateway: { ...result.gateway, sentAt: Date.now() }, iat: Math.floor(Date.now() / 1000) } as ResultPayload;
       const jws = await signResult(payload, this.key);
       // Audit first: a crash before the result is stored re-runs this (the CA answers from its record),
       // so a decision is never missing from the audit log, at worst recorded twice under one id.
+      const p = env.payload;
       await this.audit!.append({
-        event: payload.status === 'valid' ? 'issued' : 'refused',
+        event: revoke ? (payload.status === 'valid' ? 'revoked' : 'revoke-refused') : payload.status === 'valid' ? 'issued' : 'refused',
         id,
         path: env.path.concat(this.nodeId),
-        account: env.payload.account.id,
-        identifiers: env.payload.identifiers.map((i) => `${i.type}:${i.value}`),
+        account: p.kind === 'revoke' ? (p.requester.account ?? `certificate-key:${p.requester.jwkThumbprint}`) : p.account.id,
+        identifiers: p.kind === 'revoke' ? [] : p.identifiers.map((i) => `${i.type}:${i.value}`),
         ...(serial ? { serial } : {}),
         ...(notAfter ? { notAfter: notAfter.toISOString() } : {}),
         ...(payload.problem ? { problem: { type: payload.problem.type, detail: payload.problem.detail } } : {}),
       });
-      await this.results.put(id, { id, digest: env.digest, edge: env.payload.origin.node, status: payload.status, jws, ...(serial ? { serial } : {}), at: Date.now() });
+      const record: ResultRecord = { id, digest: env.digest, edge: env.payload.origin.node, status: payload.status, jws, ...(serial ? { serial } : {}), at: Date.now() };
+      // The answer and the issuance record (serial -> origin edge) are stored together.
+      await this.db.batch([
+        { coll: this.results as never, type: 'put', key: id, value: record },
+        ...(issuance ? [{ coll: this.certs as never, type: 'put' as const, key: issuance.serial, value: issuance }] : []),
+      ]);
       this.publishResult(env.payload.origin.node, jws, id);
-      log.info({ status: payload.status, serial, path: env.path }, 'result sent');
+      log.info({ kind: env.payload.kind, status: payload.status, serial, path: env.path }, 'result sent');
+      if (revoke && payload.status === 'valid') this.track(this.publishCrl());
       return 'ack';
     });
   }
 
-  private resultPayload(env: VerifiedEnvelope, recvAt: number, r: Pick<ResultPayload, 'status' | 'certificate' | 'problem'>): Omit<ResultPayload, 'iat'> {
+  private resultPayload(env: VerifiedEnvelope, recvAt: number, r: Pick<ResultPayload, 'kind' | 'status' | 'certificate' | 'revocation' | 'problem'>): Omit<ResultPayload, 'iat'> {
     return {
       v: 1,
       id: env.payload.id,
@@ -222,8 +282,67 @@ export class GatewayService {
     } as Omit<ResultPayload, 'iat'>;
   }
 
+  /**
+   * A revocation: only of a certificate this gateway issued, and only when asked by the edge that
+   * requested it (the chain below was verified against the topology, so origin.node is that edge).
+   * Policy layers do not apply to revocations.
+   */
+  private async revoke(env: VerifiedEnvelope<RevokePayload>, log: Logger): Promise<{ serial: string; reason: RevokePayload['reason']; revokedAt: Date }> {
+    const p = env.payload;
+    const issued = await this.issuanceOf(p.serial);
+    if (!issued) throw new RaError('malformed', { detail: `the certificate ${p.serial} was not issued through this gateway` });
+    if (issued.edge !== p.origin.node) {
+      log.warn({ serial: p.serial, issuedTo: issued.edge }, 'revocation asked by an edge that did not request the certificate: refused');
+      throw new RaError('unauthorized', { detail: `the certificate ${p.serial} was not requested through edge "${p.origin.node}"` });
+    }
+    const res = await this.cas.revokeCertificate({ serial: p.serial, reason: p.reason, requestId: p.id });
+    log.info({ serial: res.serial, reason: res.reason, by: p.requester.method, account: p.requester.account }, 'certificate revoked');
+    return res;
+  }
+
+  /** The issuance record of a serial; for certificates issued before the index existed, the result records. */
+  private async issuanceOf(serial: string): Promise<Pick<IssuanceRecord, 'serial' | 'edge'> | undefined> {
+    const rec = await this.certs.get(serial);
+    if (rec) return rec;
+    for await (const [, r] of this.results.entries()) if (r.serial === serial && r.status === 'valid') return { serial, edge: r.edge };
+    return undefined;
+  }
+
+  /** Keeps a background task in the in-flight set, so stop() waits for it before closing the store. */
+  private track(p: Promise<void>): void {
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+  }
+
+  /** Signs the CA's current CRL into a CRL message and publishes it to every edge (best effort, repeated). */
+  private async publishCrl(): Promise<void> {
+    const cas = this.cas;
+    if (!hasCrl(cas) || !this.nc || this.nc.isClosed()) return;
+    try {
+      const crl = await cas.currentCrl();
+      const jws = await signCrlMessage(
+        {
+          v: 1,
+          kind: 'crl',
+          gateway: this.nodeId,
+          number: crl.number,
+          thisUpdate: Math.floor(crl.thisUpdate.getTime() / 1000),
+          nextUpdate: Math.floor(crl.nextUpdate.getTime() / 1000),
+          crl: Buffer.from(crl.der).toString('base64url'),
+          iat: Math.floor(Date.now() / 1000),
+        },
+        this.key,
+      );
+      const data = new TextEncoder().encode(jws);
+      for (const e of this.topology.edges()) this.nc.publish(downSubject(e.id), data);
+      this.log.debug({ number: crl.number }, 'CRL published to the edges');
+    } catch (e) {
+      this.log.error({ err: e }, 'CRL publication failed');
+    }
+  }
+
   /** Final checks of the gateway layer, then the one CA call. */
-  private async issue(env: VerifiedEnvelope, log: Logger): Promise<{ chainPem: string; serial: string; notAfter: Date }> {
+  private async issue(env: VerifiedEnvelope<EdgePayload>, log: Logger): Promise<{ chainPem: string; serial: string; notAfter: Date }> {
     const p = env.payload;
     const csr = await parseCsr(Buffer.from(p.csr, 'base64url'));
     const want = new Set(p.identifiers.map((i) => `${i.type}:${i.value}`));

@@ -71,6 +71,9 @@ export const acmeSchema = z
       .describe('TLS certificate for the ACME listener; without it the edge makes and keeps a self-signed one'),
     orderLifetime: duration.default('24h').describe('how long a pending or processing order stays usable'),
     retryAfter: z.number().int().min(1).max(3600).default(1).describe('seconds sent in Retry-After while an order is processing'),
+    revokeWait: duration
+      .default('5s')
+      .describe('how long revokeCert waits for the CA answer before replying serverInternal (the revocation still completes)'),
     retention: duration
       .default('7d')
       .describe('how long expired orders with their authorizations and challenges are kept before they are pruned'),
@@ -79,7 +82,13 @@ export const acmeSchema = z
 
 export const casSchema = z
   .discriminatedUnion('type', [
-    z.object({ type: z.literal('builtin').describe('the embedded CA: own root and intermediate, kept in the gateway store') }).strict(),
+    z
+      .object({
+        type: z.literal('builtin').describe('the embedded CA: own root and intermediate, kept in the gateway store'),
+        crlUrl: z.string().url().optional().describe('URL put in a CRL Distribution Points extension of issued certificates (none when unset)'),
+        crlValidity: duration.default('7d').describe('nextUpdate - thisUpdate of each CRL; a new one is signed after half of it'),
+      })
+      .strict(),
   ])
   .describe('the CA service the gateway calls');
 

@@ -4,6 +4,7 @@ import { isMap, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 
 import { type z } from 'zod';
 import {
   acmeSchema,
+  casSchema,
   topologySchema,
   type AcmeConfig,
   type NodeConfig,
@@ -100,7 +101,7 @@ export class Topology {
     for (const n of config.nodes) if (n.role === 'edge' && !n.acme) n.acme = acmeSchema.parse({});
     if (!config.nodes.some((n) => n.role === 'gateway' && n.cas)) {
       const gw = config.nodes.find((n) => n.role === 'gateway');
-      if (gw) gw.cas = { type: 'builtin' };
+      if (gw) gw.cas = casSchema.parse({ type: 'builtin' });
     }
     this.config = deepFreeze(config);
     this.byId = new Map(config.nodes.map((n) => [n.id, n]));

@@ -4,7 +4,7 @@ import { RaError } from '../errors/index.js';
 import { checkSize, checkVersion, rejection, signJson, verifyLayer } from './jws.js';
 import type { KeyRing, NodeKey } from './node-keys.js';
 import type { ReplayGuard } from './replay-guard.js';
-import { describeIssues, edgePayloadSchema, relayPayloadSchema } from './schemas.js';
+import { CRL_REASONS, describeIssues, edgePayloadSchema, relayPayloadSchema, revokePayloadSchema } from './schemas.js';
 
 // The signed CSR envelope, version 1. The edge signs an EdgePayload; each relay wraps the JWS it
 // received in a RelayPayload of its own (nested JWS, one hop record per relay). Verification peels
@@ -44,6 +44,37 @@ export interface EdgePayload {
   requested: { notBefore: string | null; notAfter: string | null };
   renewalOf: string | null;
 }
+
+/** An RFC 5280 §5.3.1 CRLReason code (see CRL_REASONS in schemas.ts). */
+export type CrlReason = (typeof CRL_REASONS)[number];
+
+/** How the edge established that the ACME requester may revoke the certificate (RFC 8555 §7.6). */
+export type RevokeAuthorization = 'issuer-account' | 'authorizations' | 'certificate-key';
+
+/**
+ * A revocation request, signed by the edge that requested the certificate. Travels up exactly like
+ * an issue envelope (relays verify, countersign and forward it; their policy layers do not apply).
+ */
+export interface RevokePayload {
+  v: 1;
+  kind: 'revoke';
+  /** uuid: idempotency key, also the CAS requestId. */
+  id: string;
+  /** Seconds. */
+  iat: number;
+  /** Seconds. */
+  exp: number;
+  nonce: string;
+  origin: { node: string; segment?: string; dc: string };
+  /** Serial of the certificate, lower-case hex without leading zero bytes. */
+  serial: string;
+  reason: CrlReason;
+  /** Who asked: the ACME account (null when the request was signed by the certificate key) and the JWK thumbprint. */
+  requester: { method: RevokeAuthorization; account: string | null; jwkThumbprint: string };
+}
+
+/** Any payload an edge signs: an issue request or a revocation. */
+export type AnyEdgePayload = EdgePayload | RevokePayload;
 
 export interface HopRecord {
   node: string;
@@ -93,13 +124,37 @@ export function newEdgePayload(p: NewEdgePayloadInput): EdgePayload {
   };
 }
 
+export type NewRevokePayloadInput = Omit<RevokePayload, 'v' | 'kind' | 'id' | 'iat' | 'exp' | 'nonce'> & {
+  ttlMs: number;
+  id?: string;
+  /** ms epoch, for tests. */
+  now?: number;
+};
+
+/** Fills v, kind 'revoke', id (random uuid unless given), iat, exp (iat + ttl) and a 16-byte random nonce. */
+export function newRevokePayload(p: NewRevokePayloadInput): RevokePayload {
+  const now = p.now ?? Date.now();
+  return {
+    v: 1,
+    kind: 'revoke',
+    id: p.id ?? randomUUID(),
+    iat: Math.floor(now / 1000),
+    exp: Math.floor((now + p.ttlMs) / 1000),
+    nonce: randomBytes(16).toString('base64url'),
+    origin: p.origin,
+    serial: p.serial,
+    reason: p.reason,
+    requester: p.requester,
+  };
+}
+
 function refuseToSign(what: string, detail: string): never {
   throw new RaError('serverInternal', { reason: 'malformed', detail: `refusing to sign ${what}: ${detail}` });
 }
 
-/** Signs the edge's payload. The payload must be well formed and `origin.node` must be the key's kid. */
-export async function signEdgeEnvelope(payload: EdgePayload, key: NodeKey): Promise<string> {
-  const res = edgePayloadSchema.safeParse(payload);
+/** Signs the edge's payload (issue or revoke). The payload must be well formed and `origin.node` must be the key's kid. */
+export async function signEdgeEnvelope(payload: AnyEdgePayload, key: NodeKey): Promise<string> {
+  const res = (payload.kind === 'revoke' ? revokePayloadSchema : edgePayloadSchema).safeParse(payload);
   if (!res.success) refuseToSign('an edge envelope', describeIssues(res.error));
   if (payload.origin.node !== key.kid) refuseToSign('an edge envelope', `origin.node "${payload.origin.node}" is not the signer "${key.kid}"`);
   return signJson(res.data, key, ENVELOPE_TYP);
@@ -126,9 +181,9 @@ export async function wrapEnvelope(
   return signJson(res.data, key, ENVELOPE_TYP);
 }
 
-export interface VerifiedEnvelope {
-  /** The edge's payload. */
-  payload: EdgePayload;
+export interface VerifiedEnvelope<P extends AnyEdgePayload = AnyEdgePayload> {
+  /** The edge's payload: narrow on `payload.kind`. */
+  payload: P;
   /** Signers from the edge up to the outermost layer, e.g. ['edge-a', 'relay-1', 'relay-2']. */
   path: string[];
   /** Relay hop records in path order (the edge has none). */
@@ -204,9 +259,10 @@ export async function verifyEnvelope(jws: string, opts: VerifyOptions): Promise<
     }
 
     if (node.role !== 'edge') throw rejection('path', `${what}: the innermost signer "${kid}" is ${article(node.role)}, not an edge`);
-    const res = edgePayloadSchema.safeParse(payload);
+    // The kind selects the shape; an unknown kind fails the issue schema's literal ('malformed').
+    const res = (payload.kind === 'revoke' ? revokePayloadSchema : edgePayloadSchema).safeParse(payload);
     if (!res.success) throw rejection('malformed', `${what}: ${describeIssues(res.error)}`);
-    const edge = res.data;
+    const edge: AnyEdgePayload = res.data;
     if (edge.origin.node !== kid) throw rejection('path', `${what}: origin.node "${edge.origin.node}" but "${kid}" signed it`);
     checkTimes(edge, now, skew, what);
     signers.push(kid);
@@ -222,7 +278,7 @@ export async function verifyEnvelope(jws: string, opts: VerifyOptions): Promise<
  * nonce). An edge that re-signs an unanswered request (same id, same content, fresh times and nonce)
  * therefore presents a redelivery, not a replay; the same id with other content is a replay.
  */
-export function contentDigest(p: EdgePayload): string {
+export function contentDigest(p: AnyEdgePayload): string {
   const { iat: _iat, exp: _exp, nonce: _nonce, ...content } = p;
   return createHash('sha256').update(canonicalJson(content), 'utf8').digest('base64url');
 }

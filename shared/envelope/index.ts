@@ -6,3 +6,4 @@ export * from './schemas.js';
 export { rejection, type EnvelopeRejection } from './jws.js';
 export * from './key-rotation.js';
 export * from './mesh-keys.js';
+export * from './crl.js';

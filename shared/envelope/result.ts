@@ -1,6 +1,6 @@
 import type { Topology } from '../config/index.js';
 import { RaError, type ProblemDocument } from '../errors/index.js';
-import { DEFAULT_CLOCK_SKEW_MS, type HopRecord } from './envelope.js';
+import { DEFAULT_CLOCK_SKEW_MS, type CrlReason, type HopRecord } from './envelope.js';
 import { checkSize, checkVersion, rejection, signJson, verifyLayer } from './jws.js';
 import type { KeyRing, NodeKey } from './node-keys.js';
 import { describeIssues, resultPayloadSchema } from './schemas.js';
@@ -18,9 +18,13 @@ export interface ResultPayload {
   id: string;
   /** The origin edge. */
   edge: string;
+  /** Absent: the answer to an issue envelope; 'revoke': the answer to a revocation. */
+  kind?: 'revoke';
   status: 'valid' | 'invalid';
-  /** PEM chain (status valid). */
+  /** PEM chain (status valid, issue). */
   certificate?: string;
+  /** What the CA revoked (status valid, kind revoke). */
+  revocation?: { serial: string; reason: CrlReason; revokedAt: string };
   /** Why not (status invalid). */
   problem?: ProblemDocument;
   hops: HopRecord[];
@@ -77,6 +81,10 @@ export async function verifyResult(jws: string, opts: VerifyResultOptions): Prom
   const gateway = topology.gateway().id;
   if (result.status === 'valid' && kid !== gateway) {
     throw rejection('wrong-parent', `${what}: a certificate signed by "${kid}"; only the gateway "${gateway}" issues`);
+  }
+  // Relays do not decide revocations (their policy layers do not apply): only the gateway answers them.
+  if (result.kind === 'revoke' && kid !== gateway) {
+    throw rejection('wrong-parent', `${what}: a revocation answer signed by "${kid}"; only the gateway "${gateway}" answers revocations`);
   }
   if (result.iat * 1000 > now + skew) throw rejection('future', `${what} is dated in the future (${new Date(result.iat * 1000).toISOString()})`);
   return result;

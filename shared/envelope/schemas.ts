@@ -1,10 +1,17 @@
 import { z } from 'zod';
-import type { EdgePayload, HopRecord, RelayPayload } from './envelope.js';
+import type { CrlMessage } from './crl.js';
+import type { EdgePayload, HopRecord, RelayPayload, RevokePayload } from './envelope.js';
 import type { ResultPayload } from './result.js';
 
 // Shapes of everything signed on the mesh. Signed payloads are strict: an unknown member is a
 // different format (bump `v`), never silently dropped. Problem documents stay open (RFC 7807 allows
 // extension members).
+
+/**
+ * RFC 5280 §5.3.1 CRLReason codes a revocation may carry (7 is unused in RFC 5280 and never valid).
+ * Which of them an edge accepts from ACME clients is the edge's decision (see services/edge/acme/revoke.ts).
+ */
+export const CRL_REASONS = [0, 1, 2, 3, 4, 5, 6, 8, 9, 10] as const;
 
 const nodeId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'a node id');
 const base64url = z.string().regex(/^[A-Za-z0-9_-]+$/, 'base64url');
@@ -46,6 +53,30 @@ export const edgePayloadSchema = z
   })
   .refine((p) => p.exp > p.iat, { message: 'exp must be after iat', path: ['exp'] });
 
+export const revokePayloadSchema = z
+  .strictObject({
+    v: z.literal(1),
+    kind: z.literal('revoke'),
+    id: z.guid(),
+    iat: seconds,
+    exp: seconds,
+    nonce: base64url.min(16).max(128),
+    origin: z.strictObject({ node: nodeId, segment: z.string().min(1).optional(), dc: z.string().min(1) }),
+    // RFC 5280 §4.1.2.2: at most 20 octets; lower-case hex, no leading zero byte.
+    serial: z.string().regex(/^(?!00)[0-9a-f]{2,40}$/, 'a lower-case hex serial of at most 20 bytes'),
+    reason: z.literal(CRL_REASONS),
+    requester: z.strictObject({
+      method: z.enum(['issuer-account', 'authorizations', 'certificate-key']),
+      account: z.string().min(1).nullable(),
+      jwkThumbprint: z.string().min(1),
+    }),
+  })
+  .refine((p) => p.exp > p.iat, { message: 'exp must be after iat', path: ['exp'] })
+  .refine((p) => (p.requester.method === 'certificate-key') === (p.requester.account === null), {
+    message: 'requester.account is null exactly when the certificate key signed the request',
+    path: ['requester', 'account'],
+  });
+
 export const hopRecordSchema = z.strictObject({
   node: nodeId,
   recvAt: millis,
@@ -78,21 +109,50 @@ export const resultPayloadSchema = z
     v: z.literal(1),
     id: z.guid(),
     edge: nodeId,
+    // Absent for the answer to an issue envelope (format unchanged), 'revoke' for a revocation's.
+    kind: z.literal('revoke').optional(),
     status: z.enum(['valid', 'invalid']),
     certificate: z.string().min(1).optional(),
+    revocation: z
+      .strictObject({
+        serial: z.string().regex(/^[0-9a-f]{2,40}$/, 'a lower-case hex serial'),
+        reason: z.literal(CRL_REASONS),
+        revokedAt: z.string().min(1).max(64),
+      })
+      .optional(),
     problem: problemDocumentSchema.optional(),
     hops: z.array(hopRecordSchema),
     gateway: z.strictObject({ node: nodeId, recvAt: millis, sentAt: millis }),
     iat: seconds,
   })
   .superRefine((p, ctx) => {
-    if (p.status === 'valid' && (p.certificate === undefined || p.problem !== undefined)) {
+    const revoke = p.kind === 'revoke';
+    if (p.status === 'valid' && !revoke && (p.certificate === undefined || p.problem !== undefined || p.revocation !== undefined)) {
       ctx.addIssue({ code: 'custom', path: ['certificate'], message: 'a valid result carries a certificate and no problem' });
     }
-    if (p.status === 'invalid' && (p.problem === undefined || p.certificate !== undefined)) {
+    if (p.status === 'valid' && revoke && (p.revocation === undefined || p.problem !== undefined || p.certificate !== undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['revocation'], message: 'a valid revoke result carries a revocation and no certificate or problem' });
+    }
+    if (p.status === 'invalid' && (p.problem === undefined || p.certificate !== undefined || p.revocation !== undefined)) {
       ctx.addIssue({ code: 'custom', path: ['problem'], message: 'an invalid result carries a problem and no certificate' });
     }
   });
+
+export const crlMessageSchema = z
+  .strictObject({
+    v: z.literal(1),
+    kind: z.literal('crl'),
+    /** The gateway that signed the message (and whose CA signed the CRL). */
+    gateway: nodeId,
+    /** The CRL's cRLNumber (RFC 5280 §5.2.3): edges keep the highest. */
+    number: z.int().min(1),
+    thisUpdate: seconds,
+    nextUpdate: seconds,
+    /** The CRL, base64url DER. */
+    crl: base64url,
+    iat: seconds,
+  })
+  .refine((p) => p.nextUpdate > p.thisUpdate, { message: 'nextUpdate must be after thisUpdate', path: ['nextUpdate'] });
 
 /** One line naming the first few issues of a failed parse (for RaError details and logs). */
 export function describeIssues(error: z.ZodError, max = 3): string {
@@ -108,5 +168,7 @@ const schemasMatchTypes: [
   Same<z.output<typeof hopRecordSchema>, HopRecord>,
   Same<z.output<typeof relayPayloadSchema>, RelayPayload>,
   [z.output<typeof resultPayloadSchema>] extends [ResultPayload] ? true : false,
-] = [true, true, true, true];
+  Same<z.output<typeof revokePayloadSchema>, RevokePayload>,
+  Same<z.output<typeof crlMessageSchema>, CrlMessage>,
+] = [true, true, true, true, true, true];
 void schemasMatchTypes;

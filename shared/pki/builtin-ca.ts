@@ -15,6 +15,8 @@ import { join } from 'node:path';
 import {
   AuthorityKeyIdentifierExtension,
   BasicConstraintsExtension,
+  CRLDistributionPointsExtension,
+  Extension as X509Extension,
   ExtendedKeyUsage,
   ExtendedKeyUsageExtension,
   KeyUsageFlags,
@@ -23,6 +25,7 @@ import {
   SubjectKeyIdentifierExtension,
   X509Certificate,
   X509CertificateGenerator,
+  X509CrlGenerator,
   type Extension,
   type JsonGeneralName,
   type JsonName,
@@ -43,6 +46,25 @@ export interface SignRequest {
   lifetimeMs: number;
   /** Default: now - 1 minute (clock skew). */
   notBefore?: Date;
+  /** When set, a CRL Distribution Points extension (RFC 5280 §4.2.1.13) naming this URL. */
+  crlUrl?: string;
+}
+
+/** One revoked certificate on a CRL. */
+export interface CrlEntry {
+  /** Hex serial (as `sign` returns it). */
+  serial: string;
+  /** RFC 5280 §5.3.1 CRLReason; 0 (unspecified) is left out of the entry, as §5.3.1 recommends. */
+  reason: number;
+  revokedAt: Date;
+}
+
+export interface CrlRequest {
+  /** RFC 5280 §5.2.3 cRLNumber: monotonically increasing. */
+  number: number;
+  thisUpdate: Date;
+  nextUpdate: Date;
+  entries: CrlEntry[];
 }
 
 export interface SignedCertificate {
@@ -213,6 +235,7 @@ export class BuiltinCa {
       // RFC 5280 §4.2.1.6: with an empty subject the SAN must be critical.
       new SubjectAlternativeNameExtension(sanNames, cn === undefined),
     ];
+    if (req.crlUrl) extensions.push(new CRLDistributionPointsExtension([req.crlUrl], false));
 
     let cert: X509Certificate;
     try {
@@ -241,6 +264,39 @@ export class BuiltinCa {
       notBefore: cert.notBefore,
       notAfter: cert.notAfter,
     };
+  }
+
+  /**
+   * A CRL (RFC 5280 §5) signed by the intermediate, which issues every leaf: version 2, the
+   * intermediate's subject as issuer, thisUpdate/nextUpdate, the CRL number and authority key
+   * identifier extensions (§5.2.1, §5.2.3), one entry per revoked serial with its reason code (§5.3.1).
+   */
+  async signCrl(req: CrlRequest): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(req.number) || req.number < 1) throw new RaError('serverInternal', { detail: `invalid CRL number ${req.number}` });
+    try {
+      const crl = await X509CrlGenerator.create(
+        {
+          issuer: this.#intermediate.subjectName,
+          thisUpdate: new Date(Math.floor(req.thisUpdate.getTime() / 1000) * 1000),
+          nextUpdate: new Date(Math.floor(req.nextUpdate.getTime() / 1000) * 1000),
+          signingKey: this.#intermediateKey.key,
+          signingAlgorithm: { name: 'ECDSA', hash: { name: this.#intermediateKey.hash } } as EcdsaParams,
+          extensions: [
+            new AuthorityKeyIdentifierExtension(this.#intermediateKeyId, false),
+            new X509Extension('2.5.29.20', false, derInteger(req.number)),
+          ],
+          entries: req.entries.map((e) => ({
+            serialNumber: e.serial,
+            revocationDate: new Date(Math.floor(e.revokedAt.getTime() / 1000) * 1000),
+            ...(e.reason !== 0 ? { reason: e.reason } : {}),
+          })),
+        },
+        crypto,
+      );
+      return new Uint8Array(crl.rawData);
+    } catch (e) {
+      throw new RaError('serverInternal', { detail: 'the builtin CA could not sign the CRL', cause: e });
+    }
   }
 
   private static async create(dir: string, name: string): Promise<BuiltinCa> {
@@ -400,6 +456,18 @@ function keyIdentifier(spki: Uint8Array): string {
   return createHash('sha1')
     .update(spki.subarray(bits.contentStart + 1, bits.end))
     .digest('hex');
+}
+
+/** DER INTEGER of a non-negative safe integer (minimal two's complement). */
+function derInteger(n: number): Uint8Array {
+  const bytes: number[] = [];
+  let v = n;
+  do {
+    bytes.unshift(v % 256);
+    v = Math.floor(v / 256);
+  } while (v > 0);
+  if (bytes[0]! & 0x80) bytes.unshift(0);
+  return new Uint8Array([0x02, bytes.length, ...bytes]);
 }
 
 function sameKey(priv: KeyObject, pub: KeyObject): boolean {

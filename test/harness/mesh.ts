@@ -19,6 +19,7 @@ export interface TestNode {
   segment?: string;
   policy?: Record<string, unknown>;
   acme?: Record<string, unknown>;
+  cas?: Record<string, unknown>;
 }
 
 export interface TestMesh {

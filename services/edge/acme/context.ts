@@ -2,10 +2,17 @@ import type { Logger } from '../../../shared/logging/logger.js';
 import type { AcmeConfig, Topology } from '../../../shared/config/index.js';
 import type { PolicyLayer } from '../../../shared/policy/index.js';
 import { KeyedLock } from '../../../shared/store/index.js';
-import type { AcmeStore, ChallengeType, OrderRecord } from './records.js';
+import type { AcmeStore, CertificateRecord, ChallengeType, OrderRecord } from './records.js';
+import type { CrlReason, RevokeAuthorization } from '../../../shared/envelope/index.js';
 import type { NonceStore } from './nonce.js';
 import type { Validators } from '../validation/validators.js';
 import type { EabStore } from '../eab/eab-store.js';
+
+export interface RevocationRequest {
+  certificate: CertificateRecord;
+  reason: CrlReason;
+  requester: { method: RevokeAuthorization; account: string | null; jwkThumbprint: string };
+}
 
 export const ACME_PATHS = {
   directory: '/acme/directory',
@@ -39,6 +46,10 @@ export interface AcmeContext {
   challengeTypes: ChallengeType[];
   /** Hands a finalized order (status processing, CSR checked) to the mesh. */
   submit(order: OrderRecord, csrDer: Uint8Array): Promise<void>;
+  /** Sends an authorized revocation up the mesh and waits (bounded) for the CA's answer (RFC 8555 §7.6). */
+  revoke(req: RevocationRequest): Promise<void>;
+  /** The certificate this edge received with exactly this DER (leaf), if any. */
+  findCertificate(der: Uint8Array): Promise<CertificateRecord | undefined>;
 }
 
 export function url(ctx: AcmeContext, path: string): string {

@@ -65,6 +65,42 @@ export interface CertificateRecord {
   accountId: string;
   chainPem: string;
   issuedAt: string;
+  /** Lower-case hex serial of the leaf (absent on records made before revocation support). */
+  serial?: string;
+  /** The identifiers of the order (RFC 8555 §7.6: who may revoke depends on them). */
+  identifiers?: Identifier[];
+  /** RFC 8555 §7.6: a revocation asked for (pending) or done (revoked). */
+  revocation?: CertificateRevocation;
+}
+
+export interface CertificateRevocation {
+  status: 'pending' | 'revoked';
+  /** The revoke envelope id. */
+  envelopeId: string;
+  reason: number;
+  requestedAt: string;
+  revokedAt?: string;
+}
+
+/** A revocation waiting for its answer from the mesh (the revocation outbox). */
+export interface RevocationOutboxRecord {
+  envelopeId: string;
+  certificateId: string;
+  serial: string;
+  jws: string;
+  attempts: number;
+  nextAt: number;
+  createdAt: number;
+}
+
+/** The latest CRL the gateway published to this edge. */
+export interface CrlRecord {
+  number: number;
+  thisUpdate: number;
+  nextUpdate: number;
+  /** base64url DER. */
+  der: string;
+  receivedAt: string;
 }
 
 /** A finalized order waiting for its result from the mesh: the edge's outbox. */
@@ -87,6 +123,9 @@ export class AcmeStore {
   readonly certificates: Collection<CertificateRecord>;
   readonly outbox: Collection<OutboxRecord>;
   readonly orderByEnvelope: Collection<string>;
+  readonly certBySerial: Collection<string>;
+  readonly revokeOutbox: Collection<RevocationOutboxRecord>;
+  readonly crl: Collection<CrlRecord>;
 
   constructor(readonly db: NodeStore) {
     this.accounts = db.collection('acct');
@@ -98,5 +137,8 @@ export class AcmeStore {
     this.certificates = db.collection('cert');
     this.outbox = db.collection('outbox');
     this.orderByEnvelope = db.collection('order-by-env');
+    this.certBySerial = db.collection('cert-by-serial');
+    this.revokeOutbox = db.collection('revoke-outbox');
+    this.crl = db.collection('crl');
   }
 }

@@ -1,5 +1,8 @@
 // The CA service interface of the gateway, after step-ca's cas/apiv1: the one place that signs.
 // Backends: builtin (embedded default); step-ca, Vault PKI and Google CAS implement the same interface.
+// Optional capabilities are separate interfaces, detected with a type guard (e.g. `hasCrl`).
+
+import type { CrlReason } from '../../../shared/envelope/index.js';
 
 export interface Provenance {
   /** The hop path edge -> ... -> gateway the request travelled. */
@@ -26,9 +29,50 @@ export interface CreateCertificateResponse {
   notAfter: Date;
 }
 
+export interface RevokeCertificateRequest {
+  /** Lower-case hex serial of a certificate this CA service issued. */
+  serial: string;
+  /** RFC 5280 §5.3.1 CRLReason. */
+  reason: CrlReason;
+  /** The revoke envelope id: the same request id revoking again returns the first answer. */
+  requestId: string;
+}
+
+export interface RevokeCertificateResponse {
+  serial: string;
+  reason: CrlReason;
+  revokedAt: Date;
+}
+
 export interface CertificateAuthorityService {
   readonly type: string;
   createCertificate(req: CreateCertificateRequest): Promise<CreateCertificateResponse>;
+  /**
+   * Revokes a certificate. Throws RaError `alreadyRevoked` when the serial was revoked by another
+   * request, `malformed` when this CA service never issued it; a repeat of the same requestId
+   * returns the original answer.
+   */
+  revokeCertificate(req: RevokeCertificateRequest): Promise<RevokeCertificateResponse>;
   /** Trust anchors clients should install (PEM). */
   rootsPem(): Promise<string>;
+}
+
+/** A signed CRL as the CA service publishes it. */
+export interface CrlInfo {
+  /** DER (RFC 5280 CertificateList). */
+  der: Uint8Array;
+  /** cRLNumber (RFC 5280 §5.2.3). */
+  number: number;
+  thisUpdate: Date;
+  nextUpdate: Date;
+}
+
+/** Optional capability: the CA service issues CRLs itself (the builtin CA does). */
+export interface CrlCapable {
+  /** The current CRL, re-signed first when it is past half its validity. */
+  currentCrl(): Promise<CrlInfo>;
+}
+
+export function hasCrl(cas: CertificateAuthorityService): cas is CertificateAuthorityService & CrlCapable {
+  return typeof (cas as Partial<CrlCapable>).currentCrl === 'function';
 }
