@@ -1,6 +1,6 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { headers as natsHeaders, type NatsConnection } from 'nats';
-import { parseDuration, splitHostPort, urlHost, type Topology } from '../../shared/config/index.js';
+import { casSchema, parseDuration, splitHostPort, urlHost, type Topology } from '../../shared/config/index.js';
 import { connectBus } from '../../shared/bus/connect.js';
 import { nodeConnectOptions } from '../../shared/bus/auth.js';
 import { downSubject, ENVELOPE_ID_HEADER } from '../../shared/bus/subjects.js';
@@ -24,7 +24,8 @@ import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
 import { csrNames, fingerprint, parseCsr, pemToDer } from '../../shared/pki/index.js';
 import { PolicyLayer, resolveLifetime } from '../../shared/policy/index.js';
 import { KeyedLock, NodeStore, type Collection } from '../../shared/store/index.js';
-import { BuiltinCas } from './cas/builtin-cas.js';
+import { createCas } from './cas/create-cas.js';
+import { isFinalCasError } from './cas/cas-http.js';
 import { hasCrl, type CertificateAuthorityService } from './cas/cas.js';
 import { createGatewayLogger, type Logger } from './logger.js';
 import { faultPoint } from '../../shared/faults/fault-point.js';
@@ -89,6 +90,8 @@ export class GatewayService {
   private readonly replay: ReplayGuard;
   private readonly results: Collection<ResultRecord>;
   private readonly certs: Collection<IssuanceRecord>;
+  /** Envelope ids a non-idempotent CA service was called for (see callOnce). */
+  private readonly casCalls: Collection<{ at: number; what: 'sign' }>;
   private crlTimer?: NodeJS.Timeout;
   private readonly layers: Map<string, PolicyLayer>;
   /** Count of CA calls made by this process (tests and metrics read it). */
@@ -106,6 +109,7 @@ export class GatewayService {
   ) {
     this.results = db.collection('result');
     this.certs = db.collection('issued-cert');
+    this.casCalls = db.collection('cas-call');
     this.replay = new ReplayGuard({ ttlMs: parseDuration(topology.config.envelope.ttl) * 2, max: 100_000 });
     this.layers = new Map(topology.nodes.map((n) => [n.id, new PolicyLayer(n.id, n.policy)]));
   }
@@ -120,13 +124,7 @@ export class GatewayService {
     const key = await loadOrCreateNodeKey(topology.keysDir(), nodeId);
     const keys = opts.keys ?? (await loadMeshKeyRing(topology));
     const locks = new KeyedLock();
-    const casConfig = node.cas?.type === 'builtin' ? node.cas : undefined;
-    const cas =
-      opts.cas ??
-      (await BuiltinCas.create(topology.storeDir(nodeId), topology.config.mesh, db, locks, log, {
-        ...(casConfig?.crlUrl ? { crlUrl: casConfig.crlUrl } : {}),
-        ...(casConfig?.crlValidity ? { crlValidityMs: parseDuration(casConfig.crlValidity) } : {}),
-      }));
+    const cas = opts.cas ?? (await createCas(node.cas ?? casSchema.parse({ type: 'builtin' }), { topology, nodeId, db, locks, log }));
     return new GatewayService(nodeId, topology, db, key, keys, cas, log, locks);
   }
 
@@ -235,12 +233,13 @@ export class GatewayService {
         }
       } catch (e) {
         const err = toRaError(e);
-        if (err.type === 'serverInternal') {
-          // Transient or internal: nothing is stored, the edge retransmits and the call is retried.
-          log.error({ err: err.cause ?? err }, 'issuance failed; will be retried');
+        if (!isFinalCasError(err)) {
+          // Transient or internal: nothing is stored; the queue delivers the envelope again (backing off).
+          log.error({ err: err.cause ?? err, detail: err.detail }, 'request failed; will be retried');
           return 'retry';
         }
-        log.info({ problem: err.type, detail: err.detail }, 'request refused');
+        if (err.type === 'serverInternal') log.error({ err: err.cause ?? err, reason: err.reason, detail: err.detail }, 'CA service failure answered to the client');
+        else log.info({ problem: err.type, detail: err.detail }, 'request refused');
         result = this.resultPayload(env, recvAt, { ...(revoke ? { kind: 'revoke' as const } : {}), status: 'invalid', problem: err.toProblem() });
       }
       const payload = { ...result, gateway: { ...result.gateway, sentAt: Date.now() }, iat: Math.floor(Date.now() / 1000) } as ResultPayload;
@@ -295,6 +294,8 @@ export class GatewayService {
       log.warn({ serial: p.serial, issuedTo: issued.edge }, 'revocation asked by an edge that did not request the certificate: refused');
       throw new RaError('unauthorized', { detail: `the certificate ${p.serial} was not requested through edge "${p.origin.node}"` });
     }
+    // Revoking is safe to repeat at every CA service (a second call at worst answers alreadyRevoked, which
+    // the edge records as revoked), so it is not guarded like signing.
     const res = await this.cas.revokeCertificate({ serial: p.serial, reason: p.reason, requestId: p.id });
     log.info({ serial: res.serial, reason: res.reason, by: p.requester.method, account: p.requester.account }, 'certificate revoked');
     return res;
@@ -341,6 +342,30 @@ export class GatewayService {
     }
   }
 
+  /**
+   * A call to the CA service for one envelope. An idempotent service (builtin, Google CAS) is simply
+   * called: the same requestId gets the first answer. For the others the gateway records the call
+   * before making it; finding that record on a later delivery (the gateway died mid-call, or the call
+   * ended ambiguously) means the CA may have acted, so the request is answered as outcome-unknown and
+   * never sent twice. A call that surely never reached the CA (cas-unavailable) clears the record.
+   */
+  private async callOnce<T>(id: string, what: 'sign', call: () => Promise<T>): Promise<T> {
+    if (this.cas.idempotent) return call();
+    if (await this.casCalls.get(id)) {
+      throw new RaError('serverInternal', {
+        reason: 'cas-outcome-unknown',
+        detail: `an earlier ${what} call to the CA service (${this.cas.type}) for this request was interrupted and its outcome is unknown; it is not repeated: start a new order`,
+      });
+    }
+    await this.casCalls.put(id, { at: Date.now(), what });
+    try {
+      return await call();
+    } catch (e) {
+      if (e instanceof RaError && e.reason === 'cas-unavailable') await this.casCalls.del(id);
+      throw e;
+    }
+  }
+
   /** Final checks of the gateway layer, then the one CA call. */
   private async issue(env: VerifiedEnvelope<EdgePayload>, log: Logger): Promise<{ chainPem: string; serial: string; notAfter: Date }> {
     const p = env.payload;
@@ -359,7 +384,7 @@ export class GatewayService {
     const path = this.topology.pathToGateway(p.origin.node);
     const requestedMs = p.requested.notAfter ? Date.parse(p.requested.notAfter) - (p.requested.notBefore ? Date.parse(p.requested.notBefore) : Date.now()) : undefined;
     const lifetimeMs = resolveLifetime(path.map((id) => this.topology.node(id).policy), requestedMs);
-    const res = await this.cas.createCertificate({
+    const res = await this.callOnce(p.id, 'sign', () => this.cas.createCertificate({
       csrDer: csr.der,
       dnsNames: p.identifiers.filter((i) => i.type === 'dns').map((i) => i.value),
       ipAddresses: p.identifiers.filter((i) => i.type === 'ip').map((i) => i.value),
@@ -367,7 +392,7 @@ export class GatewayService {
       ...(p.requested.notBefore ? { notBefore: new Date(p.requested.notBefore) } : {}),
       requestId: p.id,
       provenance: { path: env.path.concat(this.nodeId), origin: p.origin, accountId: p.account.id },
-    });
+    }));
     this.issued += 1;
     // Fault-injection point for crash tests: the CA has signed, nothing is stored or sent yet.
     faultPoint('gateway.after-cas');

@@ -47,7 +47,7 @@ export interface QueueOptions {
   concurrency?: number;
   /** Redelivery when a handler does not finish in time. Default 30 s. */
   ackWaitMs?: number;
-  /** Delay before a 'retry' is delivered again. Default 1 s. */
+  /** Delay before a 'retry' is delivered again, doubled per redelivery up to 60 s. Default 1 s. */
   retryDelayMs?: number;
 }
 
@@ -201,7 +201,8 @@ export class EnvelopeQueue {
     }
     if (d === 'ack') m.ack();
     else if (d === 'drop') m.term();
-    else m.nak(this.o.retryDelayMs);
+    // Backs off while the next durable step stays unavailable (a CA down for hours): 1 s, 2 s, ... 60 s.
+    else m.nak(Math.min(60_000, this.o.retryDelayMs * 2 ** Math.min(10, Math.max(0, m.info.redeliveryCount - 1))));
   }
 
   /** Stops fetching and waits for the messages being handled (their acks go out before the connection drains). */

@@ -80,6 +80,39 @@ export const acmeSchema = z
   })
   .strict();
 
+const sha256Hex = z.string().regex(/^[0-9a-fA-F]{64}$/, 'a SHA-256 fingerprint: 64 hex digits');
+const httpsUrl = z.string().url().refine((u) => /^https?:\/\//.test(u), 'an http(s) URL');
+const casTimeout = duration.default('15s').describe('timeout of one call to the CA service');
+
+const stepcaProvisioner = z
+  .discriminatedUnion('type', [
+    z
+      .object({
+        type: z.literal('jwk').describe('a JWK provisioner: one-time tokens signed with the provisioner key'),
+        name: z.string().min(1).describe('provisioner name (the token issuer)'),
+        kid: z.string().optional().describe('key id of the provisioner key (default: its RFC 7638 thumbprint)'),
+        keyFile: z.string().optional().describe('private key of the provisioner, PEM or JWK (relative to the topology file)'),
+        passwordFile: z
+          .string()
+          .optional()
+          .describe("file holding the password that decrypts the provisioner's encryptedKey fetched from the CA's /provisioners"),
+      })
+      .strict()
+      .refine((p) => (p.keyFile === undefined) !== (p.passwordFile === undefined), {
+        message: 'a jwk provisioner needs exactly one of keyFile or passwordFile',
+        path: ['keyFile'],
+      }),
+    z
+      .object({
+        type: z.literal('x5c').describe('an X5C provisioner: tokens signed with a certificate key, chain in the x5c header'),
+        name: z.string().min(1).describe('provisioner name (the token issuer)'),
+        certFile: z.string().describe('PEM certificate chain for the x5c header, read on every request'),
+        keyFile: z.string().describe('PEM private key of that certificate, read on every request'),
+      })
+      .strict(),
+  ])
+  .describe('how the gateway authenticates to step-ca');
+
 export const casSchema = z
   .discriminatedUnion('type', [
     z
@@ -87,6 +120,73 @@ export const casSchema = z
         type: z.literal('builtin').describe('the embedded CA: own root and intermediate, kept in the gateway store'),
         crlUrl: z.string().url().optional().describe('URL put in a CRL Distribution Points extension of issued certificates (none when unset)'),
         crlValidity: duration.default('7d').describe('nextUpdate - thisUpdate of each CRL; a new one is signed after half of it'),
+      })
+      .strict(),
+    z
+      .object({
+        type: z.literal('stepca').describe('an upstream step-ca (POST /1.0/sign and /1.0/revoke)'),
+        url: httpsUrl.describe('base URL of the step-ca, e.g. https://ca.internal:9000'),
+        rootFingerprint: sha256Hex.describe("SHA-256 fingerprint of the step-ca root: the CA's TLS and issued chains must lead to it"),
+        provisioner: stepcaProvisioner,
+        timeout: casTimeout,
+      })
+      .strict(),
+    z
+      .object({
+        type: z.literal('vault').describe('the Vault PKI secrets engine (<mount>/sign/<role>, <mount>/revoke)'),
+        url: httpsUrl.describe('Vault address, e.g. https://vault.internal:8200'),
+        caFile: z.string().optional().describe('PEM bundle trusted for the Vault TLS certificate (default: the system store)'),
+        namespace: z.string().min(1).optional().describe('Vault Enterprise namespace (X-Vault-Namespace header)'),
+        pkiMountPath: z.string().min(1).default('pki').describe('mount path of the PKI secrets engine'),
+        pkiRoleDefault: z.string().min(1).describe('PKI role used when no key-type role below applies'),
+        pkiRoleRSA: z.string().min(1).optional().describe('PKI role for RSA CSRs'),
+        pkiRoleEC: z.string().min(1).optional().describe('PKI role for ECDSA CSRs'),
+        pkiRoleEd25519: z.string().min(1).optional().describe('PKI role for Ed25519 CSRs'),
+        auth: z
+          .discriminatedUnion('type', [
+            z
+              .object({
+                type: z.literal('approle').describe('AppRole login (auth/<mountPath>/login)'),
+                mountPath: z.string().min(1).default('approle').describe('mount path of the AppRole auth method'),
+                roleId: z.string().min(1).describe('the AppRole role_id'),
+                secretId: z.string().min(1).optional().describe('the secret_id inline (prefer secretIdFile)'),
+                secretIdFile: z.string().optional().describe('file holding the secret_id'),
+                secretIdEnv: z.string().optional().describe('environment variable holding the secret_id'),
+                isWrappingToken: z.boolean().default(false).describe('the secret_id is a response-wrapping token to unwrap first'),
+              })
+              .strict()
+              .refine((a) => [a.secretId, a.secretIdFile, a.secretIdEnv].filter((x) => x !== undefined).length === 1, {
+                message: 'approle needs exactly one of secretId, secretIdFile, secretIdEnv',
+                path: ['secretId'],
+              }),
+            z
+              .object({
+                type: z.literal('kubernetes').describe('Kubernetes service-account login (auth/<mountPath>/login)'),
+                mountPath: z.string().min(1).default('kubernetes').describe('mount path of the Kubernetes auth method'),
+                role: z.string().min(1).describe('the Vault role bound to the service account'),
+                tokenPath: z
+                  .string()
+                  .default('/var/run/secrets/kubernetes.io/serviceaccount/token')
+                  .describe('file holding the service-account JWT'),
+              })
+              .strict(),
+          ])
+          .describe('how the gateway logs in to Vault'),
+        timeout: casTimeout,
+      })
+      .strict(),
+    z
+      .object({
+        type: z.literal('cloudcas').describe('Google Cloud Certificate Authority Service (certificates.create with requestId)'),
+        caPool: z
+          .string()
+          .regex(/^projects\/[^/]+\/locations\/[^/]+\/caPools\/[^/]+$/, 'projects/<project>/locations/<location>/caPools/<pool>')
+          .describe('the CA pool certificates are created in'),
+        certificateAuthority: z.string().min(1).optional().describe('id of the issuing CA in the pool (default: the pool chooses)'),
+        credentialsFile: z.string().describe('service-account JSON key file (type service_account)'),
+        endpoint: httpsUrl.default('https://privateca.googleapis.com').describe('CAS API endpoint'),
+        caFile: z.string().optional().describe('PEM bundle trusted for the endpoint and the token URI (default: the system store)'),
+        timeout: casTimeout,
       })
       .strict(),
   ])
@@ -229,4 +329,6 @@ export type TopologyConfig = z.infer<typeof topologySchema>;
 export type NodeConfig = z.infer<typeof nodeSchema>;
 export type PolicyConfig = z.infer<typeof policySchema>;
 export type AcmeConfig = z.infer<typeof acmeSchema>;
+export type CasConfig = z.infer<typeof casSchema>;
+export type CasConfigOf<T extends CasConfig['type']> = Extract<CasConfig, { type: T }>;
 export type NodeRole = NodeConfig['role'];

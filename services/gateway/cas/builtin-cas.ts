@@ -60,6 +60,7 @@ const CRL_LOCK = 'cas-builtin-crl';
  */
 export class BuiltinCas implements CertificateAuthorityService, CrlCapable {
   readonly type = 'builtin';
+  readonly idempotent = true;
   private readonly issued: Collection<IssuedRecord>;
   private readonly bySerial: Collection<string>;
   private readonly revoked: Collection<RevokedRecord>;

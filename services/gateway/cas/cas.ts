@@ -1,6 +1,9 @@
 // The CA service interface of the gateway, after step-ca's cas/apiv1: the one place that signs.
 // Backends: builtin (embedded default); step-ca, Vault PKI and Google CAS implement the same interface.
 // Optional capabilities are separate interfaces, detected with a type guard (e.g. `hasCrl`).
+// Errors: RaError. A definite refusal by the CA is its problem type (badCSR, unauthorized, ...); a
+// transient failure is serverInternal (the gateway retries the envelope later); serverInternal with a
+// reason in CAS_FINAL_REASONS (cas-http.ts) is answered to the client as it is.
 
 import type { CrlReason } from '../../../shared/envelope/index.js';
 
@@ -46,6 +49,12 @@ export interface RevokeCertificateResponse {
 
 export interface CertificateAuthorityService {
   readonly type: string;
+  /**
+   * Whether createCertificate with the same requestId returns the first certificate instead of a
+   * second one (builtin, Google CAS). When false (step-ca, Vault) the gateway never calls it twice for
+   * one request: after an interrupted call the client gets a problem instead of a possible duplicate.
+   */
+  readonly idempotent: boolean;
   createCertificate(req: CreateCertificateRequest): Promise<CreateCertificateResponse>;
   /**
    * Revokes a certificate. Throws RaError `alreadyRevoked` when the serial was revoked by another
