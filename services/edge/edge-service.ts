@@ -10,6 +10,7 @@ import {
   KeyRing,
   loadMeshKeyRing,
   loadOrCreateNodeKey,
+  clockSkewMs,
   newEdgePayload,
   signEdgeEnvelope,
   verifyResult,
@@ -213,6 +214,8 @@ export class EdgeService {
   /** Finalize: sign the envelope and put it in the outbox together with the order's new state (one batch). */
   private async submit(order: OrderRecord, csrDer: Uint8Array): Promise<void> {
     const node = this.topology.node(this.nodeId);
+    const now = Date.now();
+    const lifetime = parseDuration(this.ctx.acme.orderLifetime);
     const identifiers = await this.validationRecords(order);
     const acct = (await this.store.accounts.get(order.accountId))!;
     const payload = newEdgePayload({
@@ -222,11 +225,14 @@ export class EdgeService {
       account: { id: acct.id, eab: acct.eabKeyId, jwkThumbprint: acct.thumbprint },
       requested: { notBefore: order.notBefore ?? null, notAfter: order.notAfter ?? null },
       renewalOf: null,
-      ttlMs: parseDuration(this.topology.config.envelope.ttl),
+      ttlMs: Math.min(parseDuration(this.topology.config.envelope.ttl), lifetime),
+      now,
     });
     const jws = await signEdgeEnvelope(payload, this.key);
     order.envelopeId = payload.id;
-    const now = Date.now();
+    // RFC 8555 §7.1.3: expires is when the server considers the order invalid; a processing order ends
+    // acme.orderLifetime after finalize if no answer came (the outbox sweep below).
+    order.expires = new Date(now + lifetime).toISOString();
     const out: OutboxRecord = { envelopeId: payload.id, orderId: order.id, jws, attempts: 1, nextAt: now + this.retransmitMs, createdAt: now };
     await this.store.db.batch([
       { coll: this.store.orders as never, type: 'put', key: order.id, value: order },
@@ -293,14 +299,19 @@ export class EdgeService {
     try {
       const now = Date.now();
       const lifetime = parseDuration(this.ctx.acme.orderLifetime);
+      const skew = clockSkewMs(this.topology);
       for await (const [id, out] of this.store.outbox.entries()) {
-        if (out.nextAt > now) continue;
-        if (now - out.createdAt > lifetime) {
+        const deadline = out.createdAt + lifetime;
+        // The envelope is never signed to live past the order's deadline, and nodes accept it at most
+        // clockSkew after its exp: from then on no copy anywhere can still be issued for.
+        if (now > deadline + skew) {
           await this.ctx.locks.run(`order:${out.orderId}`, async () => {
             const order = await this.store.orders.get(out.orderId);
             if (order && order.status === 'processing') {
               order.status = 'invalid';
-              order.error = new RaError('serverInternal', { detail: `no answer from the CA within ${this.ctx.acme.orderLifetime}` }).toProblem();
+              order.error = new RaError('serverInternal', {
+                detail: `no answer from the CA within ${this.ctx.acme.orderLifetime} (acme.orderLifetime) after finalize: the order expired and nothing was issued; start a new order`,
+              }).toProblem();
               await this.store.orders.put(order.id, order);
             }
             await this.store.outbox.del(id);
@@ -308,6 +319,7 @@ export class EdgeService {
           this.log.warn({ envelopeId: id, order: out.orderId }, 'order expired waiting for the mesh');
           continue;
         }
+        if (out.nextAt > now) continue;
         out.attempts += 1;
         // The outbound stream holds the envelope durably; this resend is the end-to-end safety net (a
         // result lost on its way down, an envelope expired during a long outage), so it backs off to
@@ -316,7 +328,7 @@ export class EdgeService {
         out.nextAt = now + Math.min(Math.max(60_000, ttlMs), this.retransmitMs * 2 ** Math.min(out.attempts - 1, 10));
         // An envelope is valid for envelope.ttl; a request still unanswered near then is re-signed with
         // the same id and content (fresh iat/exp/nonce), which upstream treats as a redelivery.
-        out.jws = await this.refreshed(out.jws, now);
+        out.jws = await this.refreshed(out.jws, now, deadline);
         await this.store.outbox.put(id, out);
         this.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting envelope');
         this.publish(out);
@@ -330,6 +342,36 @@ export class EdgeService {
     }
   }
 
+  /**
+   * A certificate that arrives for an order this edge already gave up on (the CA answered after the
+   * order's deadline): the client was told nothing was issued, so the certificate is revoked
+   * (cessationOfOperation) through the mesh instead of being left valid and undelivered.
+   */
+  private async revokeLate(order: OrderRecord, chainPem: string, log: Logger): Promise<void> {
+    const serial = leafSerial(chainPem);
+    if (await this.store.certBySerial.get(serial)) return log.debug('late certificate already handled');
+    const acct = await this.store.accounts.get(order.accountId);
+    const cert: CertificateRecord = {
+      id: `late-${order.id}`,
+      orderId: order.id,
+      accountId: order.accountId,
+      chainPem,
+      issuedAt: new Date().toISOString(),
+      serial,
+      identifiers: order.identifiers,
+    };
+    await this.store.db.batch([
+      { coll: this.store.certificates as never, type: 'put', key: cert.id, value: cert },
+      { coll: this.store.certBySerial as never, type: 'put', key: serial, value: cert.id },
+    ]);
+    log.warn({ order: order.id, serial }, 'certificate arrived after its order expired: revoking it');
+    await this.revocations.enqueue({
+      certificate: cert,
+      reason: 5,
+      requester: { method: 'issuer-account', account: order.accountId, jwkThumbprint: acct?.thumbprint ?? 'unknown' },
+    });
+  }
+
   /** Removes orders expired longer than acme.retention ago; runs at most every 10 minutes (or retention). */
   private async pruneIfDue(now: number): Promise<void> {
     const retentionMs = parseDuration(this.ctx.acme.retention);
@@ -339,10 +381,11 @@ export class EdgeService {
     if (removed > 0) this.log.info({ removed }, 'pruned expired orders');
   }
 
-  private async refreshed(jws: string, now: number): Promise<string> {
+  /** The envelope re-signed (same id and content) when it nears exp, never to live past the order's deadline. */
+  private async refreshed(jws: string, now: number, deadline: number): Promise<string> {
     const payload = JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString('utf8')) as EdgePayload;
-    const ttlMs = parseDuration(this.topology.config.envelope.ttl);
-    if (payload.exp * 1000 - now > Math.min(ttlMs / 2, 60_000)) return jws;
+    const ttlMs = Math.min(parseDuration(this.topology.config.envelope.ttl), deadline - now);
+    if (payload.exp * 1000 - now > Math.min(ttlMs / 2, 60_000) || ttlMs < 2000) return jws;
     const fresh = newEdgePayload({ ...payload, id: payload.id, ttlMs, now });
     return signEdgeEnvelope(fresh, this.key);
   }
@@ -362,6 +405,9 @@ export class EdgeService {
     if (!orderId) return log.warn('result for an unknown envelope dropped');
     await this.ctx.locks.run(`order:${orderId}`, async () => {
       const order = await this.store.orders.get(orderId);
+      if (order && order.status === 'invalid' && order.envelopeId === result.id && result.status === 'valid' && result.certificate) {
+        return this.revokeLate(order, result.certificate, log);
+      }
       if (!order || order.status !== 'processing' || order.envelopeId !== result.id) {
         await this.store.outbox.del(result.id);
         return log.debug('duplicate result ignored');

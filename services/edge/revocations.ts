@@ -70,8 +70,25 @@ export class EdgeRevocations {
    * retry joins the pending revocation (no second envelope) and, once it is done, gets alreadyRevoked.
    */
   async request(req: RevocationRequest, waitMs: number): Promise<void> {
+    const envelopeId = await this.enqueue(req);
+    const outcome = await this.wait(envelopeId, waitMs);
+    if (outcome === undefined) {
+      throw new RaError('serverInternal', {
+        detail:
+          `the revocation was accepted and sent to the CA, but its answer did not arrive within ${Math.round(waitMs / 1000)} s; ` +
+          'it stays queued and completes without further action (a later request answers alreadyRevoked once it is done)',
+      });
+    }
+    if (!outcome.ok) throw RaError.fromProblem(outcome.problem);
+  }
+
+  /**
+   * Stores the revocation in the outbox with the certificate's pending state and publishes it (or
+   * returns the pending one's envelope id). Throws alreadyRevoked for a revoked certificate.
+   */
+  async enqueue(req: RevocationRequest): Promise<string> {
     const certId = req.certificate.id;
-    const envelopeId = await this.locks.run(`cert:${certId}`, async () => {
+    return this.locks.run(`cert:${certId}`, async () => {
       const cert = (await this.store.certificates.get(certId))!;
       // RFC 8555 §7.6: a certificate revoked before is alreadyRevoked.
       if (cert.revocation?.status === 'revoked') throw new RaError('alreadyRevoked', { detail: `the certificate was revoked at ${cert.revocation.revokedAt}` });
@@ -99,15 +116,6 @@ export class EdgeRevocations {
       this.publish(payload.id, jws);
       return payload.id;
     });
-    const outcome = await this.wait(envelopeId, waitMs);
-    if (outcome === undefined) {
-      throw new RaError('serverInternal', {
-        detail:
-          `the revocation was accepted and sent to the CA, but its answer did not arrive within ${Math.round(waitMs / 1000)} s; ` +
-          'it stays queued and completes without further action (a later request answers alreadyRevoked once it is done)',
-      });
-    }
-    if (!outcome.ok) throw RaError.fromProblem(outcome.problem);
   }
 
   private wait(envelopeId: string, ms: number): Promise<Outcome | undefined> {

@@ -266,9 +266,12 @@ export const topologySchema = z
         ttl: duration.default('5m').describe('how long a signed envelope is valid after it is made'),
         maxBytes: z.number().int().min(1024).max(1_048_576).default(65_536).describe('largest envelope a node accepts'),
         algs: z.array(z.enum(['EdDSA', 'ES256'])).min(1).default(['EdDSA', 'ES256']).describe('JWS algorithms accepted on envelopes'),
+        clockSkew: duration
+          .default('30s')
+          .describe('clock difference tolerated between nodes: envelopes are accepted this long after exp and before iat'),
       })
       .strict()
-      .default({ ttl: '5m', maxBytes: 65_536, algs: ['EdDSA', 'ES256'] })
+      .default({ ttl: '5m', maxBytes: 65_536, algs: ['EdDSA', 'ES256'], clockSkew: '30s' })
       .describe('envelope limits'),
     nodes: z.array(nodeSchema).min(1).describe('every RA node of the mesh'),
   })

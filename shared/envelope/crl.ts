@@ -1,6 +1,6 @@
 import type { Topology } from '../config/index.js';
 import { RaError } from '../errors/index.js';
-import { DEFAULT_CLOCK_SKEW_MS } from './envelope.js';
+import { clockSkewMs } from './envelope.js';
 import { checkSize, checkVersion, rejection, signJson, verifyLayer } from './jws.js';
 import type { KeyRing, NodeKey } from './node-keys.js';
 import { crlMessageSchema, describeIssues } from './schemas.js';
@@ -41,7 +41,7 @@ export async function signCrlMessage(msg: CrlMessage, key: NodeKey): Promise<str
 export async function verifyCrlMessage(jws: string, opts: { topology: Topology; keys: KeyRing; now?: number; clockSkewMs?: number }): Promise<CrlMessage> {
   const what = 'CRL message';
   const now = opts.now ?? Date.now();
-  const skew = opts.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS;
+  const skew = opts.clockSkewMs ?? clockSkewMs(opts.topology);
   checkSize(jws, Math.max(opts.topology.config.envelope.maxBytes, 1_048_576), what);
   const { kid, payload } = await verifyLayer(jws, { topology: opts.topology, keys: opts.keys, typ: CRL_TYP, what });
   const gateway = opts.topology.gateway().id;

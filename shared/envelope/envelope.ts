@@ -1,5 +1,5 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import type { Topology } from '../config/index.js';
+import { parseDuration, type Topology } from '../config/index.js';
 import { RaError } from '../errors/index.js';
 import { checkSize, checkVersion, rejection, signJson, verifyLayer } from './jws.js';
 import type { KeyRing, NodeKey } from './node-keys.js';
@@ -206,7 +206,10 @@ export interface VerifyOptions {
   clockSkewMs?: number;
 }
 
-export const DEFAULT_CLOCK_SKEW_MS = 30_000;
+/** The tolerated clock difference between nodes: the topology's envelope.clockSkew. */
+export function clockSkewMs(topology: Topology): number {
+  return parseDuration(topology.config.envelope.clockSkew);
+}
 
 const article = (role: string) => (role === 'edge' ? 'an edge' : `a ${role}`);
 
@@ -225,7 +228,7 @@ function checkTimes(p: { iat: number; exp: number }, now: number, skewMs: number
 export async function verifyEnvelope(jws: string, opts: VerifyOptions): Promise<VerifiedEnvelope> {
   const { topology, verifier, keys } = opts;
   const now = opts.now ?? Date.now();
-  const skew = opts.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS;
+  const skew = opts.clockSkewMs ?? clockSkewMs(topology);
   checkSize(jws, topology.config.envelope.maxBytes, 'envelope');
 
   const signers: string[] = []; // outer to inner

@@ -1,6 +1,6 @@
 import type { Topology } from '../config/index.js';
 import { RaError, type ProblemDocument } from '../errors/index.js';
-import { DEFAULT_CLOCK_SKEW_MS, type CrlReason, type HopRecord } from './envelope.js';
+import { clockSkewMs, type CrlReason, type HopRecord } from './envelope.js';
 import { checkSize, checkVersion, rejection, signJson, verifyLayer } from './jws.js';
 import type { KeyRing, NodeKey } from './node-keys.js';
 import { describeIssues, resultPayloadSchema } from './schemas.js';
@@ -66,7 +66,7 @@ export interface VerifyResultOptions {
 export async function verifyResult(jws: string, opts: VerifyResultOptions): Promise<ResultPayload> {
   const { topology, edge, keys } = opts;
   const now = opts.now ?? Date.now();
-  const skew = opts.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS;
+  const skew = opts.clockSkewMs ?? clockSkewMs(opts.topology);
   const what = 'result';
   checkSize(jws, topology.config.envelope.maxBytes, what);
   const { kid, payload } = await verifyLayer(jws, { topology, keys, typ: RESULT_TYP, what });
