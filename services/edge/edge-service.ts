@@ -30,8 +30,9 @@ import { KeyedLock, NodeStore } from '../../shared/store/index.js';
 import { createEdgeLogger, type Logger } from './logger.js';
 import { ACME_PATHS, type AcmeContext } from './acme/context.js';
 import { NonceStore } from './acme/nonce.js';
+import { leafDer, leafSerial } from '../../shared/pki/index.js';
 import { AcmeStore, type CertificateRecord, type OrderRecord, type OutboxRecord } from './acme/records.js';
-import { EdgeRevocations, leafSerial } from './revocations.js';
+import { EdgeRevocations } from './revocations.js';
 import { buildAcmeServer } from './acme/server.js';
 import { pruneExpired } from './acme/prune.js';
 import { loadOrCreateEdgeTls } from './tls.js';
@@ -224,7 +225,7 @@ export class EdgeService {
       identifiers,
       account: { id: acct.id, eab: acct.eabKeyId, jwkThumbprint: acct.thumbprint },
       requested: { notBefore: order.notBefore ?? null, notAfter: order.notAfter ?? null },
-      renewalOf: null,
+      renewalOf: await this.renewalOf(order),
       ttlMs: Math.min(parseDuration(this.topology.config.envelope.ttl), lifetime),
       now,
     });
@@ -234,13 +235,25 @@ export class EdgeService {
     // acme.orderLifetime after finalize if no answer came (the outbox sweep below).
     order.expires = new Date(now + lifetime).toISOString();
     const out: OutboxRecord = { envelopeId: payload.id, orderId: order.id, jws, attempts: 1, nextAt: now + this.retransmitMs, createdAt: now };
+    // RFC 9773 §5: once this order is finalized, the certificate it replaces is marked replaced.
+    const replaced = order.replaces ? await this.store.certificates.get(order.replaces.certificateId) : undefined;
+    if (replaced) replaced.replacedBy = order.id;
     await this.store.db.batch([
+      ...(replaced ? [{ coll: this.store.certificates as never, type: 'put' as const, key: replaced.id, value: replaced }] : []),
       { coll: this.store.orders as never, type: 'put', key: order.id, value: order },
       { coll: this.store.outbox as never, type: 'put', key: payload.id, value: out },
       { coll: this.store.orderByEnvelope as never, type: 'put', key: payload.id, value: order.id },
     ]);
     this.log.info({ envelopeId: payload.id, order: order.id, parent: this.parent }, 'envelope queued');
     this.publish(out);
+  }
+
+  /** The renewed certificate (base64url DER of its leaf) when the order is a renewal with the old key. */
+  private async renewalOf(order: OrderRecord): Promise<string | null> {
+    if (!order.replaces?.renewal) return null;
+    const old = await this.store.certificates.get(order.replaces.certificateId);
+    if (!old) throw new RaError('serverInternal', { detail: 'the certificate this order renews is no longer in the edge store' });
+    return Buffer.from(leafDer(old.chainPem)).toString('base64url');
   }
 
   private async validationRecords(order: OrderRecord): Promise<EnvelopeIdentifier[]> {
@@ -250,11 +263,12 @@ export class EdgeService {
       const chs = await Promise.all(authz.challengeIds.map((c) => this.store.challenges.get(c)));
       const valid = chs.find((c) => c?.status === 'valid');
       const ident = order.identifiers[i]!;
-      out.push({
-        type: ident.type as 'dns' | 'ip',
-        value: ident.value,
-        ...(valid ? { validation: { method: valid.type, at: valid.validated!, ...(valid.validationFrom ? { from: valid.validationFrom } : {}) } } : {}),
-      });
+      const validation = authz.renewal
+        ? { method: 'renewal' as const, at: authz.renewal.at, from: `serial:${authz.renewal.serial}` }
+        : valid
+          ? { method: valid.type, at: valid.validated!, ...(valid.validationFrom ? { from: valid.validationFrom } : {}) }
+          : undefined;
+      out.push({ type: ident.type as 'dns' | 'ip', value: ident.value, ...(validation ? { validation } : {}) });
     }
     return out;
   }

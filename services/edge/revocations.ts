@@ -1,25 +1,13 @@
 import { parseDuration, type Topology } from '../../shared/config/index.js';
 import { newRevokePayload, signEdgeEnvelope, type NodeKey, type ResultPayload, type RevokePayload } from '../../shared/envelope/index.js';
 import { RaError, type ProblemDocument } from '../../shared/errors/index.js';
-import { pemToDer, x509 } from '../../shared/pki/index.js';
+import { leafSerial, normalizeSerial, pemToDer, x509 } from '../../shared/pki/index.js';
 import type { KeyedLock } from '../../shared/store/index.js';
 import type { RevocationRequest } from './acme/context.js';
 import type { AcmeStore, CertificateRecord, RevocationOutboxRecord } from './acme/records.js';
 import type { Logger } from './logger.js';
 
 type Outcome = { ok: true } | { ok: false; problem: ProblemDocument };
-
-/** Lower-case hex serial without DER sign padding, as the envelope schema and the CA use it. */
-export function normalizeSerial(hex: string): string {
-  let s = hex.toLowerCase();
-  while (s.length > 2 && s.startsWith('00')) s = s.slice(2);
-  return s.length % 2 ? `0${s}` : s;
-}
-
-/** The serial of the leaf (first certificate) of a PEM chain. */
-export function leafSerial(chainPem: string): string {
-  return normalizeSerial(new x509.X509Certificate(pemToDer(chainPem, 'CERTIFICATE')[0]!).serialNumber);
-}
 
 /**
  * Revocations of an edge (RFC 8555 §7.6 through the mesh): a revoke envelope is stored in the

@@ -21,8 +21,8 @@ import {
 } from '../../shared/envelope/index.js';
 import { RaError, toRaError } from '../../shared/errors/index.js';
 import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
-import { csrNames, fingerprint, parseCsr, pemToDer } from '../../shared/pki/index.js';
-import { PolicyLayer, resolveLifetime } from '../../shared/policy/index.js';
+import { certificateFacts, csrNames, fingerprint, leafDer, parseCsr, pemToDer, type CertificateFacts } from '../../shared/pki/index.js';
+import { enforceRenewal, PolicyLayer, resolveLifetime } from '../../shared/policy/index.js';
 import { KeyedLock, NodeStore, type Collection } from '../../shared/store/index.js';
 import { createCas } from './cas/create-cas.js';
 import { isFinalCasError } from './cas/cas-http.js';
@@ -59,6 +59,10 @@ interface IssuanceRecord {
   accountId: string;
   identifiers: Array<{ type: string; value: string }>;
   at: number;
+  /** SHA-256 (base64url) of the leaf DER: a renewal must present exactly this certificate. */
+  leafDigest?: string;
+  /** Set when the gateway revoked it: a revoked certificate is never renewed by its key. */
+  revokedAt?: string;
 }
 
 /** How often the current CRL is published down to every edge (also at start and after each revocation). */
@@ -228,7 +232,15 @@ export class GatewayService {
           const issued = await this.issue(env as VerifiedEnvelope<EdgePayload>, log);
           serial = issued.serial;
           notAfter = issued.notAfter;
-          issuance = { serial, edge: p.origin.node, envelopeId: p.id, accountId: p.account.id, identifiers: p.identifiers.map(({ type, value }) => ({ type, value })), at: Date.now() };
+          issuance = {
+            serial,
+            edge: p.origin.node,
+            envelopeId: p.id,
+            accountId: p.account.id,
+            identifiers: p.identifiers.map(({ type, value }) => ({ type, value })),
+            at: Date.now(),
+            leafDigest: certificateFacts(leafDer(issued.chainPem)).digest,
+          };
           result = this.resultPayload(env, recvAt, { status: 'valid', certificate: issued.chainPem });
         }
       } catch (e) {
@@ -297,6 +309,8 @@ export class GatewayService {
     // Revoking is safe to repeat at every CA service (a second call at worst answers alreadyRevoked, which
     // the edge records as revoked), so it is not guarded like signing.
     const res = await this.cas.revokeCertificate({ serial: p.serial, reason: p.reason, requestId: p.id });
+    const rec = await this.certs.get(p.serial);
+    if (rec && !rec.revokedAt) await this.certs.put(p.serial, { ...rec, revokedAt: res.revokedAt.toISOString() });
     log.info({ serial: res.serial, reason: res.reason, by: p.requester.method, account: p.requester.account }, 'certificate revoked');
     return res;
   }
@@ -366,6 +380,24 @@ export class GatewayService {
     }
   }
 
+  /**
+   * A renewal with the old key (names validated by 'renewal'): the renewed certificate is exactly one
+   * this gateway issued, to the same edge and ACME account, not revoked, and the CSR carries its key.
+   * The window of this layer was checked by enforceRenewal; every relay checked its own.
+   */
+  private async checkRenewal(p: EdgePayload, csrSpki: Uint8Array, renewed: CertificateFacts, log: Logger): Promise<void> {
+    const issued = await this.certs.get(renewed.serial);
+    if (!issued || issued.leafDigest !== renewed.digest) throw new RaError('unauthorized', { detail: 'the renewed certificate was not issued through this gateway' });
+    if (issued.edge !== p.origin.node || issued.accountId !== p.account.id) {
+      log.warn({ serial: renewed.serial, issuedTo: issued.edge }, 'renewal of a certificate issued to another edge or account: refused');
+      throw new RaError('unauthorized', { detail: 'the renewed certificate was issued to another edge or account' });
+    }
+    if (issued.revokedAt) throw new RaError('unauthorized', { detail: `the renewed certificate was revoked at ${issued.revokedAt}; it cannot be renewed with its key` });
+    if (!Buffer.from(csrSpki).equals(Buffer.from(renewed.spki))) {
+      throw new RaError('badCSR', { detail: 'a renewal with the old key needs a CSR for that key' });
+    }
+  }
+
   /** Final checks of the gateway layer, then the one CA call. */
   private async issue(env: VerifiedEnvelope<EdgePayload>, log: Logger): Promise<{ chainPem: string; serial: string; notAfter: Date }> {
     const p = env.payload;
@@ -380,7 +412,10 @@ export class GatewayService {
     if (unvalidated.length > 0) {
       throw new RaError('unauthorized', { detail: `no validation record for ${unvalidated.map((i) => i.value).join(', ')}` });
     }
-    this.layers.get(this.nodeId)!.enforce(p.identifiers.map(({ type, value }) => ({ type, value })));
+    const layer = this.layers.get(this.nodeId)!;
+    layer.enforce(p.identifiers.map(({ type, value }) => ({ type, value })));
+    const renewed = enforceRenewal(layer, p);
+    if (renewed) await this.checkRenewal(p, csr.publicKeySpki, renewed, log);
     const path = this.topology.pathToGateway(p.origin.node);
     const requestedMs = p.requested.notAfter ? Date.parse(p.requested.notAfter) - (p.requested.notBefore ? Date.parse(p.requested.notBefore) : Date.now()) : undefined;
     const lifetimeMs = resolveLifetime(path.map((id) => this.topology.node(id).policy), requestedMs);

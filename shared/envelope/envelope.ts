@@ -13,10 +13,11 @@ import { CRL_REASONS, describeIssues, edgePayloadSchema, relayPayloadSchema, rev
 export const ENVELOPE_TYP = 'ra-mesh+jws';
 
 export interface ValidationRecord {
-  method: 'http-01' | 'dns-01' | 'tls-alpn-01';
-  /** ISO time the challenge was validated. */
+  /** The challenge that validated the name, or 'renewal': granted by `renewalOf` (renewal with the old key). */
+  method: 'http-01' | 'dns-01' | 'tls-alpn-01' | 'renewal';
+  /** ISO time the challenge was validated (the renewal was granted). */
   at: string;
-  /** The address validation reached. */
+  /** The address validation reached ("serial:<hex>" of the renewed certificate for 'renewal'). */
   from?: string;
 }
 
@@ -42,6 +43,10 @@ export interface EdgePayload {
   identifiers: EnvelopeIdentifier[];
   account: { id: string; eab: string | null; jwkThumbprint: string };
   requested: { notBefore: string | null; notAfter: string | null };
+  /**
+   * base64url DER of the certificate this request renews with its key (names validated by method
+   * 'renewal'); every hop checks its renewAfterExpiry window, the gateway that it issued it. Else null.
+   */
   renewalOf: string | null;
 }
 

@@ -25,7 +25,7 @@ export const jwsHeaderSchema = z.strictObject({
 });
 
 export const validationRecordSchema = z.strictObject({
-  method: z.enum(['http-01', 'dns-01', 'tls-alpn-01']),
+  method: z.enum(['http-01', 'dns-01', 'tls-alpn-01', 'renewal']),
   at: z.string().min(1).max(64),
   from: z.string().min(1).max(300).optional(),
 });
@@ -49,7 +49,7 @@ export const edgePayloadSchema = z
     identifiers: z.array(envelopeIdentifierSchema).min(1).max(1000),
     account: z.strictObject({ id: z.string().min(1), eab: z.string().min(1).nullable(), jwkThumbprint: z.string().min(1) }),
     requested: z.strictObject({ notBefore: z.string().min(1).nullable(), notAfter: z.string().min(1).nullable() }),
-    renewalOf: z.string().min(1).nullable(),
+    renewalOf: base64url.nullable(),
   })
   .refine((p) => p.exp > p.iat, { message: 'exp must be after iat', path: ['exp'] });
 

@@ -7,6 +7,8 @@ export const ACME_ERROR_NS = 'urn:ietf:params:acme:error:';
 export const PROBLEMS = {
   accountDoesNotExist: { status: 400, detail: 'The request specified an account that does not exist' },
   alreadyRevoked: { status: 400, detail: 'The certificate has already been revoked' },
+  // RFC 9773 §7.4: newOrder "replaces" a certificate another order already replaced.
+  alreadyReplaced: { status: 409, detail: 'The request specified a predecessor certificate which has already been marked as replaced' },
   badCSR: { status: 400, detail: 'The CSR is unacceptable' },
   badNonce: { status: 400, detail: 'The client sent an unacceptable anti-replay nonce' },
   badPublicKey: { status: 400, detail: 'The JWS was signed by a public key the server does not support' },

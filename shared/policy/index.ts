@@ -1,2 +1,3 @@
 export * from './names.js';
 export * from './layer.js';
+export * from './renewal.js';

@@ -43,6 +43,19 @@ export class PolicyLayer {
     return { identifier: id, allowed: true, rule: 'no rule for this type' };
   }
 
+  /**
+   * Renewal by the old certificate's key instead of a fresh validation: allowed by this layer until
+   * `renewAfterExpiry` after the old certificate's notAfter (a layer without the rule sets no limit).
+   */
+  enforceRenewalWindow(oldNotAfter: Date, now = Date.now()): void {
+    const w = this.policy.renewAfterExpiry;
+    if (w === undefined || now <= oldNotAfter.getTime() + parseDuration(w)) return;
+    throw new RaError('unauthorized', {
+      detail: `policy layer ${this.node}: the certificate to renew expired at ${oldNotAfter.toISOString()}, more than renewAfterExpiry ${w} ago; renewal with the old key is refused, the names must be validated again`,
+      reason: 'policy',
+    });
+  }
+
   /** Throws rejectedIdentifier with one subproblem per refused identifier, naming this layer and the rule. */
   enforce(ids: Identifier[]): void {
     if (this.policy.maxSans !== undefined && ids.length > this.policy.maxSans) {

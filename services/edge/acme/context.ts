@@ -26,6 +26,7 @@ export const ACME_PATHS = {
   authz: '/acme/authz/',
   challenge: '/acme/chall/',
   certificate: '/acme/cert/',
+  renewalInfo: '/acme/renewal-info/',
 } as const;
 
 /** Everything an ACME resource handler needs; built once by the edge service. */

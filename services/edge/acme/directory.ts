@@ -10,6 +10,8 @@ export function registerDirectory(app: FastifyInstance, ctx: AcmeContext): void 
     newOrder: url(ctx, ctx.paths.newOrder),
     revokeCert: url(ctx, ctx.paths.revokeCert),
     keyChange: url(ctx, ctx.paths.keyChange),
+    // RFC 9773 §3: the renewalInfo resource.
+    renewalInfo: url(ctx, ctx.paths.renewalInfo),
     meta: {
       ...(ctx.acme.termsOfService ? { termsOfService: ctx.acme.termsOfService } : {}),
       externalAccountRequired: ctx.acme.eab === 'required',

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { RaError } from '../../../shared/errors/index.js';
-import { csrNames, parseCsr } from '../../../shared/pki/index.js';
+import { certificateFacts, csrNames, leafDer, parseCsr } from '../../../shared/pki/index.js';
 import type { AcmeContext } from './context.js';
 import { orderUrl } from './context.js';
 import { identifierKey } from './identifiers.js';
@@ -36,6 +36,14 @@ export function registerFinalize(app: FastifyInstance, ctx: AcmeContext): void {
             (extra.length ? `; not in the order: ${extra.map((k) => k.slice(k.indexOf(':') + 1)).join(', ')}` : '') +
             (missing.length ? `; missing from the CSR: ${missing.map((k) => k.slice(k.indexOf(':') + 1)).join(', ')}` : ''),
         });
+      }
+      if (o.replaces?.renewal) {
+        // Renewal with the old key: the CSR, signed with it, proves possession (renewal.ts).
+        const old = await ctx.store.certificates.get(o.replaces.certificateId);
+        const oldKey = old ? certificateFacts(leafDer(old.chainPem)).spki : undefined;
+        if (!oldKey || !Buffer.from(oldKey).equals(Buffer.from(csr.publicKeySpki))) {
+          throw new RaError('badCSR', { detail: 'this order renews a certificate without new validation: its CSR must carry (and be signed with) the key of the certificate it replaces' });
+        }
       }
       o.status = 'processing';
       o.finalizedAt = new Date().toISOString();

@@ -5,6 +5,7 @@ import { parseDuration } from '../../../shared/config/index.js';
 import type { AcmeContext } from './context.js';
 import { orderUrl } from './context.js';
 import { normalizeIdentifiers } from './identifiers.js';
+import { findReplaced, renewalAllowed } from './renewal.js';
 import { requireOwner, requirePostAsGet, verifyAcmeRequest } from './jws.js';
 import type { AuthzRecord, ChallengeRecord, ChallengeType, OrderRecord } from './records.js';
 import { orderView } from './views.js';
@@ -62,7 +63,7 @@ export function challengeTypesFor(ctx: AcmeContext, identifierType: string, wild
 export function registerOrder(app: FastifyInstance, ctx: AcmeContext): void {
   // RFC 8555 §7.4: newOrder.
   app.post(ctx.paths.newOrder, async (req, reply) => {
-    const r = await verifyAcmeRequest<{ identifiers?: unknown; notBefore?: unknown; notAfter?: unknown }>(ctx, req, { key: 'kid' });
+    const r = await verifyAcmeRequest<{ identifiers?: unknown; notBefore?: unknown; notAfter?: unknown; replaces?: unknown }>(ctx, req, { key: 'kid' });
     if (!r.payload) throw new RaError('malformed', { detail: 'newOrder needs a payload with identifiers' });
     const identifiers = normalizeIdentifiers(r.payload.identifiers);
     const notBefore = parseTime(r.payload.notBefore, 'notBefore');
@@ -73,9 +74,12 @@ export function registerOrder(app: FastifyInstance, ctx: AcmeContext): void {
     // Every layer this edge can see is checked now, so a client is refused early; each upstream
     // hop enforces its own layer again when the envelope reaches it.
     for (const layer of ctx.layers) layer.enforce(identifiers);
+    // RFC 9773 §5: the certificate this order replaces; possibly a renewal with the old key (renewal.ts).
+    const replaced = r.payload.replaces === undefined ? undefined : await findReplaced(ctx, r.payload.replaces, r.account!.id);
+    const renewal = replaced !== undefined && renewalAllowed(ctx, replaced, identifiers);
 
     const wildcardOk = ctx.challengeTypes.includes('dns-01');
-    const noChallenge = identifiers.filter((i) => challengeTypesFor(ctx, i.type, i.value.startsWith('*.')).length === 0);
+    const noChallenge = renewal ? [] : identifiers.filter((i) => challengeTypesFor(ctx, i.type, i.value.startsWith('*.')).length === 0);
     if (noChallenge.length > 0) {
       throw new RaError('rejectedIdentifier', {
         detail: `this edge offers no challenge type that can validate ${noChallenge.map((i) => i.value).join(', ')}`,
@@ -98,12 +102,13 @@ export function registerOrder(app: FastifyInstance, ctx: AcmeContext): void {
         accountId: r.account!.id,
         // RFC 8555 §7.1.4: the authz identifier of a wildcard order names the base domain.
         identifier: wildcard ? { type: 'dns', value: ident.value.slice(2) } : ident,
-        status: 'pending',
+        status: renewal ? 'valid' : 'pending',
         expires: new Date(now + Math.min(AUTHZ_LIFETIME_MS, orderLifetime)).toISOString(),
         wildcard,
         challengeIds: [],
+        ...(renewal ? { renewal: { serial: replaced!.facts.serial, at: new Date(now).toISOString() } } : {}),
       };
-      for (const type of challengeTypesFor(ctx, ident.type, wildcard)) {
+      for (const type of renewal ? [] : challengeTypesFor(ctx, ident.type, wildcard)) {
         const ch: ChallengeRecord = {
           id: randomUUID(),
           authzId: authz.id,
@@ -121,13 +126,15 @@ export function registerOrder(app: FastifyInstance, ctx: AcmeContext): void {
     const order: OrderRecord = {
       id: randomUUID(),
       accountId: r.account!.id,
-      status: 'pending',
+      // RFC 8555 §7.1.6: an order whose authorizations are all valid is ready.
+      status: renewal ? 'ready' : 'pending',
       expires: new Date(now + orderLifetime).toISOString(),
       identifiers,
       ...(notBefore ? { notBefore } : {}),
       ...(notAfter ? { notAfter } : {}),
       authzIds: authzs.map((a) => a.id),
       createdAt: new Date(now).toISOString(),
+      ...(replaced ? { replaces: { certId: r.payload.replaces as string, certificateId: replaced.cert.id, serial: replaced.facts.serial, renewal } } : {}),
     };
     await ctx.store.db.batch([
       ...authzs.map((a) => ({ coll: ctx.store.authzs as never, type: 'put' as const, key: a.id, value: a })),
@@ -135,7 +142,7 @@ export function registerOrder(app: FastifyInstance, ctx: AcmeContext): void {
       { coll: ctx.store.orders as never, type: 'put', key: order.id, value: order },
       { coll: ctx.store.accountOrders as never, type: 'put', key: `${order.accountId}/${order.id}`, value: order.id },
     ]);
-    ctx.log.info({ order: order.id, account: order.accountId, identifiers: identifiers.map((i) => i.value) }, 'order created');
+    ctx.log.info({ order: order.id, account: order.accountId, identifiers: identifiers.map((i) => i.value), ...(replaced ? { replaces: replaced.facts.serial, renewal } : {}) }, 'order created');
     return reply.code(201).header('Location', orderUrl(ctx, order.id)).send(orderView(ctx, order));
   });
 

@@ -31,6 +31,11 @@ export interface OrderRecord {
   error?: ProblemDocument;
   createdAt: string;
   finalizedAt?: string;
+  /**
+   * RFC 9773 §5: the certificate this order replaces. `renewal`: its authorizations were granted by
+   * that certificate (renewal with the old key, within renewAfterExpiry) instead of challenges.
+   */
+  replaces?: { certId: string; certificateId: string; serial: string; renewal: boolean };
 }
 
 export type AuthzStatus = 'pending' | 'valid' | 'invalid' | 'deactivated' | 'expired' | 'revoked';
@@ -42,6 +47,8 @@ export interface AuthzRecord {
   expires: string;
   wildcard: boolean;
   challengeIds: string[];
+  /** Valid without a challenge: granted by renewal of this certificate (serial) at `at`. */
+  renewal?: { serial: string; at: string };
 }
 
 export type ChallengeType = 'http-01' | 'dns-01' | 'tls-alpn-01';
@@ -71,6 +78,8 @@ export interface CertificateRecord {
   identifiers?: Identifier[];
   /** RFC 8555 §7.6: a revocation asked for (pending) or done (revoked). */
   revocation?: CertificateRevocation;
+  /** RFC 9773 §5: the finalized order that replaced this certificate. */
+  replacedBy?: string;
 }
 
 export interface CertificateRevocation {

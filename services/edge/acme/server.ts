@@ -11,6 +11,7 @@ import { registerFinalize } from './finalize.js';
 import { registerKeyChange } from './key-change.js';
 import { registerNonce } from './nonce.js';
 import { registerOrder } from './order.js';
+import { registerRenewalInfo } from './renewal.js';
 import { registerRevoke } from './revoke.js';
 
 /** Largest ACME request body accepted (a CSR with many names fits well below). */
@@ -81,5 +82,6 @@ export function buildAcmeServer(ctx: AcmeContext, tls?: { cert: string; key: str
   registerCertificate(app, ctx);
   registerRevoke(app, ctx);
   registerKeyChange(app, ctx);
+  registerRenewalInfo(app, ctx);
   return app;
 }

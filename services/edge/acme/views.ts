@@ -24,6 +24,8 @@ export function orderView(ctx: AcmeContext, o: OrderRecord) {
     finalize: finalizeUrl(ctx, o.id),
     ...(o.certificateId ? { certificate: certificateUrl(ctx, o.certificateId) } : {}),
     ...(o.error ? { error: o.error } : {}),
+    // RFC 9773 §5: the order names the certificate it replaces.
+    ...(o.replaces ? { replaces: o.replaces.certId } : {}),
   };
 }
 
