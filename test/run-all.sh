@@ -5,11 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each tool the tests run, as "command:Debian package"; missing ones are installed from apt.
+tools=(
+  nats-server:nats-server lego:lego certbot:certbot openssl:openssl
+  pebble-challtestsrv:pebble caddy:caddy dehydrated:dehydrated uacme:uacme unshare:util-linux
+)
 need=()
-command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
-command -v lego >/dev/null 2>&1 || need+=(lego)
-command -v certbot >/dev/null 2>&1 || need+=(certbot)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
+for t in "${tools[@]}"; do command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}"); done
+# python3-acme is a library (python3-acme revocation and key-rollover tests run Debian's /usr/bin/python3).
+/usr/bin/python3 -c 'import acme' >/dev/null 2>&1 || need+=(python3-acme)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing from apt: ${need[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
