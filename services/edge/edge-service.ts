@@ -208,6 +208,13 @@ export class EdgeService {
     this.log.info('edge stopped');
   }
 
+  /** Every entry of the edge store as JSON text by raw key (diagnostics; tests check that refusals change nothing). */
+  async storeSnapshot(): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for await (const [k, v] of this.store.db.dump()) out.set(k, JSON.stringify(v));
+    return out;
+  }
+
   private get parent(): string {
     return this.topology.node(this.nodeId).parent!;
   }

@@ -64,6 +64,11 @@ export const acmeSchema = z
     tlsAlpn01Port: z.number().int().min(1).max(65535).default(443).describe('port the tls-alpn-01 validator connects to'),
     eab: z.enum(['required', 'optional', 'off']).default('off').describe('external account binding (RFC 8555 §7.3.4)'),
     termsOfService: z.string().url().optional().describe('URL of the terms of service shown in the directory meta'),
+    website: z.string().url().optional().describe('URL of a page about this ACME service, shown in the directory meta'),
+    caaIdentities: z
+      .array(z.string().regex(/^[a-z0-9.-]+$/, 'a CAA issuer domain name, e.g. ca.corp.example'))
+      .optional()
+      .describe('CAA issuer domain names of the CA behind the mesh, shown in the directory meta (RFC 8555 §7.1.1)'),
     tls: z
       .object({ cert: z.string().describe('PEM certificate chain file'), key: z.string().describe('PEM private key file') })
       .strict()

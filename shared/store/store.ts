@@ -30,6 +30,11 @@ export class NodeStore {
     );
   }
 
+  /** Every entry of every collection, keys as level writes them ("!<collection>!<key>"): for diagnostics and tests. */
+  async *dump(): AsyncGenerator<[string, unknown]> {
+    for await (const [k, v] of this.db.iterator()) yield [k, v];
+  }
+
   async close(): Promise<void> {
     await this.db.close();
   }

@@ -58,13 +58,22 @@ export class TestAcmeClient {
 
   /** Signs and posts; `payload` undefined = POST-as-GET. `override` tampers with the protected header. */
   async post(url: string, payload: unknown, override: Record<string, unknown> = {}): Promise<HttpResponse> {
+    return this.postBody(url, JSON.stringify(await this.sign(url, payload, override)));
+  }
+
+  /** The flattened JWS `post` would send (fresh nonce, kid or jwk, then `override`; undefined members removed). */
+  async sign(url: string, payload: unknown, override: Record<string, unknown> = {}): Promise<{ protected: string; payload: string; signature: string }> {
     const nonce = this.nonce ?? (await this.newNonce());
     this.nonce = undefined;
     const header: Record<string, unknown> = { alg: 'ES256', nonce, url, ...(this.kid ? { kid: this.kid } : { jwk: this.jwk }), ...override };
     for (const k of Object.keys(header)) if (header[k] === undefined) delete header[k];
     const body = new TextEncoder().encode(payload === undefined ? '' : JSON.stringify(payload));
-    const jws = await new FlattenedSign(body).setProtectedHeader(header as never).sign(this.key);
-    const res = await httpsFetch(url, { method: 'POST', body: JSON.stringify(jws), headers: { 'content-type': 'application/jose+json' }, ca: this.ca });
+    return (await new FlattenedSign(body).setProtectedHeader(header as never).sign(this.key)) as { protected: string; payload: string; signature: string };
+  }
+
+  /** POSTs a raw body (normally a JWS) and keeps the Replay-Nonce of the answer for the next request. */
+  async postBody(url: string, body: string, contentType = 'application/jose+json'): Promise<HttpResponse> {
+    const res = await httpsFetch(url, { method: 'POST', body, headers: { 'content-type': contentType }, ca: this.ca });
     const n = res.headers['replay-nonce'];
     if (typeof n === 'string') this.nonce = n;
     return res;

@@ -14,6 +14,8 @@ export function registerDirectory(app: FastifyInstance, ctx: AcmeContext): void 
     renewalInfo: url(ctx, ctx.paths.renewalInfo),
     meta: {
       ...(ctx.acme.termsOfService ? { termsOfService: ctx.acme.termsOfService } : {}),
+      ...(ctx.acme.website ? { website: ctx.acme.website } : {}),
+      ...(ctx.acme.caaIdentities ? { caaIdentities: ctx.acme.caaIdentities } : {}),
       externalAccountRequired: ctx.acme.eab === 'required',
     },
   }));
