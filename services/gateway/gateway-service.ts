@@ -4,7 +4,7 @@ import { casSchema, parseDuration, splitHostPort, urlHost, type Topology } from 
 import { connectBus } from '../../shared/bus/connect.js';
 import { nodeConnectOptions } from '../../shared/bus/auth.js';
 import { downSubject, ENVELOPE_ID_HEADER } from '../../shared/bus/subjects.js';
-import { EnvelopeQueue, type Disposition } from '../../shared/bus/queue.js';
+import { EnvelopeQueue, type Disposition, type MessageInfo } from '../../shared/bus/queue.js';
 import {
   KeyRing,
   loadMeshKeyRing,
@@ -64,6 +64,9 @@ interface IssuanceRecord {
   /** Set when the gateway revoked it: a revoked certificate is never renewed by its key. */
   revokedAt?: string;
 }
+
+/** Errors that came out of the CA service itself (for ramesh_requests_refused_total{layer="cas"}). */
+const casFailures = new WeakSet<object>();
 
 /** How often the current CRL is published down to every edge (also at start and after each revocation). */
 const CRL_PUBLISH_INTERVAL_MS = 10 * 60_000;
@@ -125,11 +128,17 @@ export class GatewayService {
     if (node.role !== 'gateway') throw new Error(`node "${nodeId}" is a ${node.role}, not the gateway`);
     const log = opts.log ?? createGatewayLogger(nodeId);
     const db = await NodeStore.open(topology.storeDir(nodeId));
-    const key = await loadOrCreateNodeKey(topology.keysDir(), nodeId);
-    const keys = opts.keys ?? (await loadMeshKeyRing(topology));
-    const locks = new KeyedLock();
-    const cas = opts.cas ?? (await createCas(node.cas ?? casSchema.parse({ type: 'builtin' }), { topology, nodeId, db, locks, log }));
-    return new GatewayService(nodeId, topology, db, key, keys, cas, log, locks);
+    try {
+      const key = await loadOrCreateNodeKey(topology.keysDir(), nodeId);
+      const keys = opts.keys ?? (await loadMeshKeyRing(topology));
+      const locks = new KeyedLock();
+      const cas = opts.cas ?? (await createCas(node.cas ?? casSchema.parse({ type: 'builtin' }), { topology, nodeId, db, locks, log }));
+      return new GatewayService(nodeId, topology, db, key, keys, cas, log, locks);
+    } catch (e) {
+      // A CA service that cannot start (bad credentials file, unreachable root) must not leave the store locked.
+      await db.close();
+      throw e;
+    }
   }
 
   /** Base URL of the HTTP endpoint (/roots.pem, /health). */
@@ -145,10 +154,12 @@ export class GatewayService {
       log: this.log,
       connection: await nodeConnectOptions(this.topology, this.nodeId),
     });
+    this.metrics.watchNats(this.nc);
     this.audit = await AuditLog.open(auditDir(this.topology, this.nodeId));
     // A failed CA call is retried after a pause, not at once.
-    this.queue = await EnvelopeQueue.open(this.nc, this.topology, this.nodeId, { log: this.log, retryDelayMs: 5_000 });
-    this.queue.consume((data) => this.onEnvelope(data));
+    const queue = (this.queue = await EnvelopeQueue.open(this.nc, this.topology, this.nodeId, { log: this.log, retryDelayMs: 5_000, observer: this.metrics }));
+    this.metrics.bind({ inFlight: () => queue.inFlight, links: () => queue.linkStates() });
+    this.queue.consume((data, info) => this.onEnvelope(data, info));
     this.http = Fastify({ logger: false });
     this.http.get('/roots.pem', async (_req, reply) => reply.type('application/pem-certificate-chain').send(await this.cas.rootsPem()));
     this.http.get('/metrics', async (_req, reply) => reply.type(this.metrics.contentType).send(await this.metrics.text()));
@@ -187,30 +198,35 @@ export class GatewayService {
   }
 
   /** One inbound message: acked once its result is stored (and sent), or dropped when it is not acceptable. */
-  private async onEnvelope(data: Uint8Array): Promise<Disposition> {
-    const recvAt = Date.now();
+  private async onEnvelope(data: Uint8Array, info: MessageInfo): Promise<Disposition> {
+    const recvAt = info.recvAt;
     let env: VerifiedEnvelope;
     try {
       env = await verifyEnvelope(new TextDecoder().decode(data), { topology: this.topology, verifier: this.nodeId, keys: this.keys, replay: this.replay });
     } catch (e) {
       const err = toRaError(e);
       // A malformed or forged envelope is dropped and logged; it never crashes the node.
-      this.metrics.envelopesRejected.inc({ reason: err.reason ?? err.type });
-      this.log.warn({ reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
+      // The id is the bus header's claim (the envelope did not verify).
+      this.metrics.rejected(err.reason ?? err.type, info.envelopeId);
+      this.metrics.hopDone('rejected', recvAt);
+      this.log.warn({ envelopeId: info.envelopeId, from: info.from, reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
       return 'drop';
     }
     const id = env.payload.id;
     const log = this.log.child({ envelopeId: id, origin: env.payload.origin.node });
+    log.debug({ from: info.from, waitMs: info.waitMs, hops: env.hops.map((h) => ({ node: h.node, ms: (h.sentAt ?? h.recvAt) - h.recvAt })) }, 'envelope received');
     return this.locks.run(id, async (): Promise<Disposition> => {
       const prior = await this.results.get(id);
       if (prior) {
         if (prior.digest !== env.digest) {
           log.warn('envelope id reused with other content: dropped');
+          this.metrics.hopDone('dropped', recvAt);
           return 'drop';
         }
         // Idempotent redelivery: the stored answer again, never a second certificate.
         log.info({ status: prior.status }, 'redelivered envelope answered from the result store');
         this.publishResult(prior.edge, prior.jws, id);
+        this.metrics.hopDone('answered', recvAt);
         return 'ack';
       }
       for (const h of env.hops) {
@@ -248,8 +264,10 @@ export class GatewayService {
         if (!isFinalCasError(err)) {
           // Transient or internal: nothing is stored; the queue delivers the envelope again (backing off).
           log.error({ err: err.cause ?? err, detail: err.detail }, 'request failed; will be retried');
+          this.metrics.hopDone('retry', recvAt);
           return 'retry';
         }
+        this.metrics.refused(casFailures.has(e as object) ? 'cas' : this.nodeId, err.type, id, err.detail);
         if (err.type === 'serverInternal') log.error({ err: err.cause ?? err, reason: err.reason, detail: err.detail }, 'CA service failure answered to the client');
         else log.info({ problem: err.type, detail: err.detail }, 'request refused');
         result = this.resultPayload(env, recvAt, { ...(revoke ? { kind: 'revoke' as const } : {}), status: 'invalid', problem: err.toProblem() });
@@ -278,6 +296,7 @@ export class GatewayService {
       this.publishResult(env.payload.origin.node, jws, id);
       log.info({ kind: env.payload.kind, status: payload.status, serial, path: env.path }, 'result sent');
       if (revoke && payload.status === 'valid') this.track(this.publishCrl());
+      this.metrics.hopDone(payload.status === 'valid' ? (revoke ? 'revoked' : 'issued') : 'refused', recvAt);
       return 'ack';
     });
   }
@@ -308,7 +327,7 @@ export class GatewayService {
     }
     // Revoking is safe to repeat at every CA service (a second call at worst answers alreadyRevoked, which
     // the edge records as revoked), so it is not guarded like signing.
-    const res = await this.cas.revokeCertificate({ serial: p.serial, reason: p.reason, requestId: p.id });
+    const res = await this.timedCas('revoke', () => this.cas.revokeCertificate({ serial: p.serial, reason: p.reason, requestId: p.id }));
     const rec = await this.certs.get(p.serial);
     if (rec && !rec.revokedAt) await this.certs.put(p.serial, { ...rec, revokedAt: res.revokedAt.toISOString() });
     log.info({ serial: res.serial, reason: res.reason, by: p.requester.method, account: p.requester.account }, 'certificate revoked');
@@ -419,7 +438,7 @@ export class GatewayService {
     const path = this.topology.pathToGateway(p.origin.node);
     const requestedMs = p.requested.notAfter ? Date.parse(p.requested.notAfter) - (p.requested.notBefore ? Date.parse(p.requested.notBefore) : Date.now()) : undefined;
     const lifetimeMs = resolveLifetime(path.map((id) => this.topology.node(id).policy), requestedMs);
-    const res = await this.callOnce(p.id, 'sign', () => this.cas.createCertificate({
+    const res = await this.callOnce(p.id, 'sign', () => this.timedCas('sign', () => this.cas.createCertificate({
       csrDer: csr.der,
       dnsNames: p.identifiers.filter((i) => i.type === 'dns').map((i) => i.value),
       ipAddresses: p.identifiers.filter((i) => i.type === 'ip').map((i) => i.value),
@@ -427,12 +446,27 @@ export class GatewayService {
       ...(p.requested.notBefore ? { notBefore: new Date(p.requested.notBefore) } : {}),
       requestId: p.id,
       provenance: { path: env.path.concat(this.nodeId), origin: p.origin, accountId: p.account.id },
-    }));
+    })));
     this.issued += 1;
     // Fault-injection point for crash tests: the CA has signed, nothing is stored or sent yet.
     faultPoint('gateway.after-cas');
     log.info({ serial: res.serial, notAfter: res.notAfter.toISOString(), lifetimeMs }, 'certificate issued');
     return res;
+  }
+
+  /** One call to the CA service, timed and counted (ramesh_cas_request_duration_seconds, ramesh_cas_errors_total). */
+  private async timedCas<T>(op: 'sign' | 'revoke', call: () => Promise<T>): Promise<T> {
+    const started = Date.now();
+    try {
+      const res = await call();
+      this.metrics.cas(op, 'ok', Date.now() - started);
+      return res;
+    } catch (e) {
+      const err = toRaError(e);
+      this.metrics.cas(op, isFinalCasError(err) ? 'refused' : 'failed', Date.now() - started, err.reason ?? err.type);
+      if (typeof e === 'object' && e !== null) casFailures.add(e);
+      throw e;
+    }
   }
 
   private publishResult(edge: string, jws: string, id: string): void {
