@@ -4,7 +4,7 @@ import { type NatsConnection, type Subscription } from 'nats';
 import { parseDuration, splitHostPort, urlHost, type Topology } from '../../shared/config/index.js';
 import { connectBus } from '../../shared/bus/connect.js';
 import { nodeConnectOptions } from '../../shared/bus/auth.js';
-import { downSubject } from '../../shared/bus/subjects.js';
+import { downSubject, ENVELOPE_ID_HEADER } from '../../shared/bus/subjects.js';
 import { EnvelopeQueue } from '../../shared/bus/queue.js';
 import {
   KeyRing,
@@ -83,6 +83,8 @@ export class EdgeService {
   private app?: FastifyInstance;
   private admin?: FastifyInstance;
   private listening?: string;
+  /** Envelopes in the outbox (awaiting their result), as counted by the last sweep. */
+  private outboxSize = 0;
 
   private constructor(
     readonly nodeId: string,
@@ -175,18 +177,21 @@ export class EdgeService {
       log: this.log,
       connection: await nodeConnectOptions(this.topology, this.nodeId),
     });
+    this.metrics.watchNats(this.nc);
     this.sub = this.nc.subscribe(downSubject(this.nodeId), {
       callback: (err, msg) => {
         if (err) return this.log.error({ err }, 'down subscription error');
         // Down: results (ra-mesh-result+jws) and the gateway's CRL (ra-mesh-crl+jws), told apart by typ.
         const text = new TextDecoder().decode(msg.data);
-        const handled = peekTyp(text) === CRL_TYP ? this.onCrl(text) : this.onResult(msg.data);
-        handled.catch((e) => this.log.error({ err: e }, 'down message handling failed'));
+        const envelopeId = msg.headers?.get(ENVELOPE_ID_HEADER) || undefined;
+        const handled = peekTyp(text) === CRL_TYP ? this.onCrl(text) : this.onResult(msg.data, envelopeId);
+        handled.catch((e) => this.log.error({ err: e, envelopeId }, 'down message handling failed'));
       },
     });
     await this.nc.flush();
-    this.queue = await EnvelopeQueue.open(this.nc, this.topology, this.nodeId, { log: this.log });
-    this.app = buildAcmeServer(this.ctx, this.tls);
+    const queue = (this.queue = await EnvelopeQueue.open(this.nc, this.topology, this.nodeId, { log: this.log }));
+    this.metrics.bind({ inFlight: () => this.outboxSize, queued: () => queue.depth() });
+    this.app = buildAcmeServer(this.ctx, this.tls, this.metrics);
     const [host, port] = splitHostPort(this.ctx.acme.listen);
     this.listening = await this.app.listen({ host, port });
     this.admin = await startAdminServer(this.ctx.eab, this.topology.storeDir(this.nodeId), this.log);
@@ -321,7 +326,9 @@ export class EdgeService {
       const now = Date.now();
       const lifetime = parseDuration(this.ctx.acme.orderLifetime);
       const skew = clockSkewMs(this.topology);
+      let size = 0;
       for await (const [id, out] of this.store.outbox.entries()) {
+        size += 1;
         const deadline = out.createdAt + lifetime;
         // The envelope is never signed to live past the order's deadline, and nodes accept it at most
         // clockSkew after its exp: from then on no copy anywhere can still be issued for.
@@ -354,6 +361,7 @@ export class EdgeService {
         this.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting envelope');
         this.publish(out);
       }
+      this.outboxSize = size;
       await this.revocations.sweep(now, parseDuration(this.ctx.acme.orderLifetime));
       await this.pruneIfDue(now);
     } catch (e) {
@@ -411,13 +419,14 @@ export class EdgeService {
     return signEdgeEnvelope(fresh, this.key);
   }
 
-  private async onResult(data: Uint8Array): Promise<void> {
+  private async onResult(data: Uint8Array, claimedId?: string): Promise<void> {
     let result: ResultPayload;
     try {
       result = await verifyResult(new TextDecoder().decode(data), { topology: this.topology, edge: this.nodeId, keys: this.keys });
     } catch (e) {
-      this.metrics.envelopesRejected.inc({ reason: (e instanceof RaError ? e.reason : undefined) ?? 'error' });
-      this.log.warn({ err: e instanceof RaError ? { type: e.type, detail: e.detail, reason: e.reason } : e }, 'result rejected and dropped');
+      // The id is the bus header's claim (the result did not verify).
+      this.metrics.rejected((e instanceof RaError ? e.reason : undefined) ?? 'error', claimedId);
+      this.log.warn({ envelopeId: claimedId, err: e instanceof RaError ? { type: e.type, detail: e.detail, reason: e.reason } : e }, 'result rejected and dropped');
       return;
     }
     if (result.kind === 'revoke') return this.revocations.onResult(result);
@@ -459,6 +468,7 @@ export class EdgeService {
           { coll: this.store.outbox as never, type: 'del', key: result.id },
         ]);
         const total = Date.now() - Date.parse(order.finalizedAt ?? order.createdAt);
+        this.metrics.issuance('valid', result.gateway.node, Number.isFinite(total) ? total : undefined);
         log.info({ order: order.id, hops: result.hops.map((h) => ({ node: h.node, ms: h.sentAt - h.recvAt })), totalMs: total }, 'certificate received');
       } else {
         order.status = 'invalid';
@@ -467,7 +477,9 @@ export class EdgeService {
           { coll: this.store.orders as never, type: 'put', key: order.id, value: order },
           { coll: this.store.outbox as never, type: 'del', key: result.id },
         ]);
-        log.info({ order: order.id, problem: order.error.type, detail: order.error.detail }, 'request refused upstream');
+        const total = Date.now() - Date.parse(order.finalizedAt ?? order.createdAt);
+        this.metrics.issuance('invalid', result.gateway.node, Number.isFinite(total) ? total : undefined);
+        log.info({ order: order.id, problem: order.error.type, detail: order.error.detail, by: result.gateway.node, totalMs: total }, 'request refused upstream');
       }
     });
   }

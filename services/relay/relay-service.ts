@@ -3,7 +3,7 @@ import { parseDuration, type Topology } from '../../shared/config/index.js';
 import { connectBus } from '../../shared/bus/connect.js';
 import { nodeConnectOptions } from '../../shared/bus/auth.js';
 import { downSubject, ENVELOPE_ID_HEADER } from '../../shared/bus/subjects.js';
-import { EnvelopeQueue, type Disposition } from '../../shared/bus/queue.js';
+import { EnvelopeQueue, type Disposition, type MessageInfo } from '../../shared/bus/queue.js';
 import {
   KeyRing,
   loadMeshKeyRing,
@@ -84,8 +84,10 @@ export class RelayService {
       log: this.log,
       connection: await nodeConnectOptions(this.topology, this.nodeId),
     });
-    this.queue = await EnvelopeQueue.open(this.nc, this.topology, this.nodeId, { log: this.log });
-    this.queue.consume((data) => this.onEnvelope(data));
+    this.metrics.watchNats(this.nc);
+    const queue = (this.queue = await EnvelopeQueue.open(this.nc, this.topology, this.nodeId, { log: this.log, observer: this.metrics }));
+    this.metrics.bind({ inFlight: () => queue.inFlight, queued: () => queue.depth(), links: () => queue.linkStates() });
+    this.queue.consume((data, info) => this.onEnvelope(data, info));
     this.log.info({ parent: this.parent, policy: this.layer.label }, 'relay started');
   }
 
@@ -97,8 +99,8 @@ export class RelayService {
   }
 
   /** One inbound message: acked once forwarded into this relay's outbound stream (or refused). */
-  private async onEnvelope(data: Uint8Array): Promise<Disposition> {
-    const recvAt = Date.now();
+  private async onEnvelope(data: Uint8Array, info: MessageInfo): Promise<Disposition> {
+    const recvAt = info.recvAt;
     const jws = new TextDecoder().decode(data);
     let env;
     try {
@@ -106,12 +108,15 @@ export class RelayService {
     } catch (e) {
       const err = toRaError(e);
       // Malformed, forged or replayed envelopes are dropped and logged; they never crash the relay.
-      this.metrics.envelopesRejected.inc({ reason: err.reason ?? err.type });
-      this.log.warn({ reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
+      // The id is the bus header's claim (the envelope did not verify).
+      this.metrics.rejected(err.reason ?? err.type, info.envelopeId);
+      this.metrics.hopDone('rejected', recvAt);
+      this.log.warn({ envelopeId: info.envelopeId, from: info.from, reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
       return 'drop';
     }
     const id = env.payload.id;
     const log = this.log.child({ envelopeId: id, origin: env.payload.origin.node });
+    log.debug({ from: info.from, waitMs: info.waitMs, redelivery: env.redelivery }, 'envelope received');
     try {
       // Never trust the hop below: this layer is enforced here whatever the edge already checked.
       // Revocations carry no names to judge: the chain was verified above, the policy layer does not apply.
@@ -135,6 +140,8 @@ export class RelayService {
       };
       // Core NATS: if this refusal is lost, the edge retransmits and is refused again.
       this.publish(downSubject(env.payload.origin.node), await signResult(result, this.key), id);
+      this.metrics.refused(this.nodeId, err.type, id, err.detail);
+      this.metrics.hopDone('refused', recvAt);
       return 'ack';
     }
     const wrapped = await wrapEnvelope(jws, { node: this.nodeId, recvAt, policy: this.layer.label, decision: 'allow' }, this.key, { ttlMs: this.ttlMs });
@@ -142,9 +149,11 @@ export class RelayService {
       await this.queue!.send(wrapped, id);
     } catch (e) {
       log.warn({ err: e }, 'could not store the envelope in the outbound stream; will retry');
+      this.metrics.hopDone('retry', recvAt);
       return 'retry';
     }
     log.debug({ parent: this.parent, redelivery: env.redelivery }, 'envelope forwarded');
+    this.metrics.hopDone('forwarded', recvAt);
     return 'ack';
   }
 

@@ -49,6 +49,24 @@ export interface QueueOptions {
   ackWaitMs?: number;
   /** Delay before a 'retry' is delivered again, doubled per redelivery up to 60 s. Default 1 s. */
   retryDelayMs?: number;
+  /** Told of every message taken from a child's stream and how long it waited there (metrics). */
+  observer?: QueueObserver;
+}
+
+/** Sees every message a node takes from its children's streams (shared/metrics). */
+export interface QueueObserver {
+  /** `waitMs`: the JetStream store time of the message (the child's server clock) to its receipt here. */
+  received(from: string, waitMs: number): void;
+}
+
+/** A child's outbound stream as this node reads it (the status page's link state). */
+export interface LinkState {
+  child: string;
+  /** up: the last read worked; down: it failed after having worked; connecting: it never worked yet. */
+  state: 'up' | 'down' | 'connecting';
+  failures: number;
+  lastOkAt: number | null;
+  lastError: string | null;
 }
 
 const NS = 1_000_000;
@@ -56,7 +74,16 @@ const DEFAULTS = { maxAgeMs: 7 * 86_400_000, duplicateWindowMs: 120_000, concurr
 const FETCH_EXPIRES_MS = 1_000;
 const FETCH_BATCH = 64;
 
-type Handler = (data: Uint8Array, info: { redelivered: boolean; envelopeId?: string }) => Promise<Disposition>;
+/** What the queue knows of a message besides its data: `from` the child whose stream held it, `recvAt` when it was taken. */
+export interface MessageInfo {
+  redelivered: boolean;
+  envelopeId?: string;
+  from: string;
+  recvAt: number;
+  waitMs: number;
+}
+
+type Handler = (data: Uint8Array, info: MessageInfo) => Promise<Disposition>;
 
 /** The queue settings of a topology (nats.queue). */
 export function queueOptions(topology: Topology): Pick<QueueOptions, 'maxAgeMs' | 'duplicateWindowMs' | 'ackWaitMs'> {
@@ -81,6 +108,9 @@ export class EnvelopeQueue {
   private loops: Array<Promise<void>> = [];
   private readonly inflight = new Set<Promise<void>>();
   private readonly o: typeof DEFAULTS;
+  private readonly observer?: QueueObserver;
+  private readonly links = new Map<string, LinkState>();
+  private jsm?: Promise<JetStreamManager>;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -90,7 +120,26 @@ export class EnvelopeQueue {
     private readonly log: Logger,
     opts: QueueOptions,
   ) {
-    this.o = { ...DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as typeof DEFAULTS;
+    const { observer, ...rest } = opts;
+    this.o = { ...DEFAULTS, ...Object.fromEntries(Object.entries(rest).filter(([k, v]) => v !== undefined && k !== 'log')) } as typeof DEFAULTS;
+    if (observer) this.observer = observer;
+  }
+
+  /** Messages being handled right now. */
+  get inFlight(): number {
+    return this.inflight.size;
+  }
+
+  /** The state of every child's stream this node reads. */
+  linkStates(): LinkState[] {
+    return [...this.links.values()].map((l) => ({ ...l }));
+  }
+
+  /** Messages in this node's own outbound stream (waiting for the parent); asks the node's own server. */
+  async depth(): Promise<number> {
+    this.jsm ??= this.nc.jetstreamManager();
+    const info = await (await this.jsm).streams.info(outStream(this.nodeId));
+    return info.state.messages;
   }
 
   /**
@@ -151,6 +200,8 @@ export class EnvelopeQueue {
     const durable = consumerName(this.nodeId);
     let ready = false;
     let failures = 0;
+    const link: LinkState = { child, state: 'connecting', failures: 0, lastOkAt: null, lastError: null };
+    this.links.set(child, link);
     while (this.running && !this.nc.isClosed()) {
       try {
         if (!ready) {
@@ -164,13 +215,15 @@ export class EnvelopeQueue {
           continue;
         }
         for await (const m of js.fetch(stream, durable, { batch: Math.min(room, FETCH_BATCH), expires: FETCH_EXPIRES_MS })) {
-          const p = this.handle(m, handler);
+          const p = this.handle(m, handler, child);
           this.inflight.add(p);
           void p.finally(() => this.inflight.delete(p));
         }
         failures = 0;
+        Object.assign(link, { state: 'up', failures: 0, lastOkAt: Date.now(), lastError: null });
       } catch (e) {
         failures += 1;
+        Object.assign(link, { state: link.lastOkAt === null ? 'connecting' : 'down', failures, lastError: (e as Error).message });
         if (failures === 1 || failures % 60 === 0) {
           this.log.warn({ err: (e as Error).message, child, stream, domain }, 'cannot read the child\'s outbound stream yet; retrying');
         }
@@ -190,13 +243,18 @@ export class EnvelopeQueue {
     }
   }
 
-  private async handle(m: JsMsg, handler: Handler): Promise<void> {
+  private async handle(m: JsMsg, handler: Handler, from: string): Promise<void> {
     let d: Disposition;
+    const envelopeId = m.headers?.get(ENVELOPE_ID_HEADER) || undefined;
     try {
-      const envelopeId = m.headers?.get(ENVELOPE_ID_HEADER) || undefined;
-      d = await handler(m.data, { redelivered: m.redelivered, ...(envelopeId ? { envelopeId } : {}) });
+      const recvAt = Date.now();
+      // Queue wait: the JetStream store time (the child's server) to now; clocks of two machines may
+      // differ, so a negative difference counts as 0.
+      const waitMs = Math.max(0, recvAt - Math.floor(m.info.timestampNanos / 1e6));
+      this.observer?.received(from, waitMs);
+      d = await handler(m.data, { redelivered: m.redelivered, ...(envelopeId ? { envelopeId } : {}), from, recvAt, waitMs });
     } catch (e) {
-      this.log.error({ err: e }, 'envelope handler failed; will be delivered again');
+      this.log.error({ err: e, ...(envelopeId ? { envelopeId } : {}) }, 'envelope handler failed; will be delivered again');
       d = 'retry';
     }
     if (d === 'ack') m.ack();

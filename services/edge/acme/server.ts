@@ -1,5 +1,6 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { RaError, toRaError } from '../../../shared/errors/index.js';
+import type { NodeMetrics } from '../../../shared/metrics/node-metrics.js';
 import { registerAccount } from './account.js';
 import { registerAuthz } from './authz.js';
 import { registerCertificate } from './certificate.js';
@@ -21,7 +22,7 @@ export const MAX_BODY_BYTES = 64 * 1024;
  * The edge's ACME server (RFC 8555). Only the edge renders problem documents; every error that
  * reaches the handler becomes one, internal causes are logged and never sent.
  */
-export function buildAcmeServer(ctx: AcmeContext, tls?: { cert: string; key: string }): FastifyInstance {
+export function buildAcmeServer(ctx: AcmeContext, tls?: { cert: string; key: string }, metrics?: NodeMetrics): FastifyInstance {
   const app = Fastify({
     ...(tls ? { https: { cert: tls.cert, key: tls.key } } : {}),
     bodyLimit: MAX_BODY_BYTES,
@@ -41,6 +42,13 @@ export function buildAcmeServer(ctx: AcmeContext, tls?: { cert: string; key: str
   app.addContentTypeParser('*', (_req, _payload, done) => {
     done(new RaError('malformed', { detail: 'Content-Type must be application/jose+json', status: 415 }), undefined);
   });
+
+  // ramesh_acme_requests_total{endpoint,method,status}: the route pattern (/acme/order/:id), never the raw URL.
+  if (metrics) {
+    app.addHook('onResponse', async (req, reply) => {
+      metrics.acmeRequest(req.routeOptions.url ?? 'unmatched', req.method, reply.statusCode, reply.elapsedTime);
+    });
+  }
 
   app.addHook('onSend', async (req, reply, payload) => {
     // RFC 8555 §6.5: a fresh nonce on every response (GET/HEAD newNonce included, errors too).
