@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README): installs what it needs on a fresh Debian machine with Node 20
-# (nats-server, lego, certbot and openssl from apt when missing; npm dependencies), type-checks, and runs
-# unit, integration (real nats-server) and e2e (real ACME clients) tests with node's test runner.
+# (nats-server, lego, certbot, openssl, Go and step-ca's source from apt when missing; npm dependencies),
+# type-checks, and runs unit, integration (real nats-server, step-ca) and e2e (real ACME clients) tests
+# with node's test runner.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,11 +10,14 @@ cd "$(dirname "$0")/.."
 tools=(
   nats-server:nats-server lego:lego certbot:certbot openssl:openssl
   pebble-challtestsrv:pebble caddy:caddy dehydrated:dehydrated uacme:uacme unshare:util-linux
+  go:golang-go
 )
 need=()
 for t in "${tools[@]}"; do command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}"); done
 # python3-acme is a library (python3-acme revocation and key-rollover tests run Debian's /usr/bin/python3).
 /usr/bin/python3 -c 'import acme' >/dev/null 2>&1 || need+=(python3-acme)
+# smallstep's step-ca is Go source (test/harness/step-ca.ts builds it offline once and caches the binary).
+[ -d /usr/share/gocode/src/github.com/smallstep/certificates/commands ] || need+=(golang-github-smallstep-certificates-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing from apt: ${need[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -33,6 +33,11 @@ export interface CasHttpOptions {
   timeoutMs: number;
   /** PEM bundle trusted for the server's TLS certificate (default: Node's store). */
   ca?: string | Buffer;
+  /**
+   * Do not verify the server's TLS certificate. Only for a bootstrap call whose answer the caller
+   * verifies itself against a pinned hash (step-ca's GET /root/<fingerprint>, as `step ca bootstrap`).
+   */
+  tlsInsecure?: boolean;
   /** Attempts per call for retryable failures (default 3). */
   attempts?: number;
   /** First backoff delay in ms, doubled per attempt, with jitter (default 250). */
@@ -137,7 +142,13 @@ export class CasHttpClient {
       let sent = false;
       const r = (https ? httpsRequest : httpRequest)(
         url,
-        { method: req.method, headers, timeout: this.opts.timeoutMs, ...(https && this.opts.ca ? { ca: this.opts.ca } : {}) },
+        {
+          method: req.method,
+          headers,
+          timeout: this.opts.timeoutMs,
+          ...(https && this.opts.ca ? { ca: this.opts.ca } : {}),
+          ...(https && this.opts.tlsInsecure ? { rejectUnauthorized: false } : {}),
+        },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (d: Buffer) => chunks.push(d));
