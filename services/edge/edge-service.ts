@@ -430,6 +430,7 @@ export class EdgeService {
       return;
     }
     if (result.kind === 'revoke') return this.revocations.onResult(result);
+    this.metrics.resultsReceived.inc({ status: result.status, by: result.gateway.node });
     const log = this.log.child({ envelopeId: result.id });
     const orderId = await this.store.orderByEnvelope.get(result.id);
     if (!orderId) return log.warn('result for an unknown envelope dropped');
@@ -468,7 +469,7 @@ export class EdgeService {
           { coll: this.store.outbox as never, type: 'del', key: result.id },
         ]);
         const total = Date.now() - Date.parse(order.finalizedAt ?? order.createdAt);
-        this.metrics.issuance('valid', result.gateway.node, Number.isFinite(total) ? total : undefined);
+        this.metrics.issuance('valid', Number.isFinite(total) ? total : undefined);
         log.info({ order: order.id, hops: result.hops.map((h) => ({ node: h.node, ms: h.sentAt - h.recvAt })), totalMs: total }, 'certificate received');
       } else {
         order.status = 'invalid';
@@ -478,7 +479,7 @@ export class EdgeService {
           { coll: this.store.outbox as never, type: 'del', key: result.id },
         ]);
         const total = Date.now() - Date.parse(order.finalizedAt ?? order.createdAt);
-        this.metrics.issuance('invalid', result.gateway.node, Number.isFinite(total) ? total : undefined);
+        this.metrics.issuance('invalid', Number.isFinite(total) ? total : undefined);
         log.info({ order: order.id, problem: order.error.type, detail: order.error.detail, by: result.gateway.node, totalMs: total }, 'request refused upstream');
       }
     });

@@ -30,6 +30,8 @@ import { hasCrl, type CertificateAuthorityService } from './cas/cas.js';
 import { createGatewayLogger, type Logger } from './logger.js';
 import { faultPoint } from '../../shared/faults/fault-point.js';
 import { AuditLog, auditDir } from '../../shared/audit/audit-log.js';
+import { StatusCollector } from './status/mesh-status.js';
+import { statusPageHtml } from './status/status-page.js';
 
 export interface GatewayServiceOptions {
   topology: Topology;
@@ -163,6 +165,10 @@ export class GatewayService {
     this.http = Fastify({ logger: false });
     this.http.get('/roots.pem', async (_req, reply) => reply.type('application/pem-certificate-chain').send(await this.cas.rootsPem()));
     this.http.get('/metrics', async (_req, reply) => reply.type(this.metrics.contentType).send(await this.metrics.text()));
+    // The live status page and the mesh view it polls (also read by `ra-mesh top`).
+    const status = new StatusCollector(this.topology, this.nodeId, this.metrics);
+    this.http.get('/status', async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(statusPageHtml({ title: `ra-mesh ${this.topology.config.mesh}` })));
+    this.http.get('/status.json', async (_req, reply) => reply.header('cache-control', 'no-store').send(await status.current()));
     // The CA's CRL (RFC 5280), DER as application/pkix-crl (RFC 2585 §4.2).
     this.http.get('/crl', async (_req, reply) => {
       const cas = this.cas;

@@ -151,7 +151,7 @@ export class NodeMetrics {
     });
     this.resultsReceived = new Counter({
       name: 'ramesh_results_received_total',
-      help: 'Results for issue envelopes received by this edge, by status and by the node that signed them',
+      help: 'Verified results of issue envelopes received by this edge, by status and by the node that signed them (the gateway, or the relay that refused)',
       labelNames: ['status', 'by'],
       registers: on('edge'),
     });
@@ -237,9 +237,8 @@ export class NodeMetrics {
     this.remember({ kind: 'refused', layer, reason, envelopeId, detail: detail ? detail.slice(0, 300) : null });
   }
 
-  /** Edge: a result for an issue envelope arrived `ms` after finalize. */
-  issuance(status: 'valid' | 'invalid', by: string, ms: number | undefined): void {
-    this.resultsReceived.inc({ status, by });
+  /** Edge: the result of an order arrived `ms` after finalize. */
+  issuance(status: 'valid' | 'invalid', ms: number | undefined): void {
     if (ms === undefined) return;
     this.issuanceDuration.observe({ status }, ms / 1000);
     this.issuanceWindow.add(ms);
