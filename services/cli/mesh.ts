@@ -57,22 +57,26 @@ export async function startMesh(topology: Topology, opts: StartMeshOptions = {})
     }
     const depth = (id: string) => topology.pathToGateway(id).length;
     const ordered = topology.nodes.filter((n) => wanted.has(n.id)).sort((a, b) => depth(a.id) - depth(b.id));
+    // A node that fails half-way through start is stopped at once (its connection, listeners and store
+    // closed), so that the error ends the process instead of leaving it hanging.
+    const started = async <T extends { start(): Promise<void>; stop(): Promise<void> }>(svc: T): Promise<T> => {
+      try {
+        await svc.start();
+      } catch (e) {
+        await svc.stop().catch((err) => log.error({ err }, 'stop after a failed start failed'));
+        throw e;
+      }
+      stops.push(() => svc.stop());
+      return svc;
+    };
     for (const n of ordered) {
       if (n.role === 'gateway') {
-        const gw = await GatewayService.create({ topology, nodeId: n.id, keys });
-        await gw.start();
-        stops.push(() => gw.stop());
-        mesh.gateway = gw;
+        mesh.gateway = await started(await GatewayService.create({ topology, nodeId: n.id, keys }));
       } else if (n.role === 'relay') {
-        const r = await RelayService.create({ topology, nodeId: n.id, keys });
-        await r.start();
-        stops.push(() => r.stop());
-        mesh.relays.set(n.id, r);
+        mesh.relays.set(n.id, await started(await RelayService.create({ topology, nodeId: n.id, keys })));
       } else {
         const e = await EdgeService.create({ topology, nodeId: n.id, keys, ...(opts.retransmitMs ? { retransmitMs: opts.retransmitMs } : {}) });
-        await e.start();
-        stops.push(() => e.stop());
-        mesh.edges.set(n.id, e);
+        mesh.edges.set(n.id, await started(e));
       }
     }
   } catch (e) {
