@@ -30,6 +30,7 @@ const HTTP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 
 const RECENT_REFUSALS = 50;
 const QUEUED_CACHE_MS = 500;
+const QUEUED_TIMEOUT_MS = 400;
 const ACME_PROBLEM_PREFIX = 'urn:ietf:params:acme:error:';
 
 /** What a service tells its metrics about state it owns (asked for at every scrape). */
@@ -266,7 +267,19 @@ export class NodeMetrics {
     if (!src) return Promise.resolve(null);
     const now = Date.now();
     if (!this.queuedCache || now - this.queuedCache.at > QUEUED_CACHE_MS) {
-      this.queuedCache = { at: now, value: src().catch(() => null) };
+      // Asking a server that is gone would hold /metrics and /node-status until the request times
+      // out: while NATS is not connected, or when the server is slow, the depth is unknown (null).
+      let timer: NodeJS.Timeout | undefined;
+      const value =
+        this.nats !== 'connected' && this.nats !== 'unknown'
+          ? Promise.resolve(null)
+          : Promise.race([
+              src().catch(() => null),
+              new Promise<null>((r) => {
+                timer = setTimeout(() => r(null), QUEUED_TIMEOUT_MS);
+              }),
+            ]).finally(() => clearTimeout(timer));
+      this.queuedCache = { at: now, value };
     }
     return this.queuedCache.value;
   }
