@@ -16,6 +16,9 @@ usage:
                                              node signing keys: create, list, rotate with overlap
   ra-mesh audit verify <topology.yaml> [--gateway <id>]
                                              check the gateway's hash-chained audit log
+  ra-mesh top <topology.yaml> [--url <gateway url>] [--interval <ms>] [--once] [--json]
+                                             every node of a running mesh, live: link state, queue depth,
+                                             p50/p99 hop latency (q or Ctrl-C quits)
   ra-mesh schema [--write]                   print (or write shared/config/topology.schema.json) the JSON Schema
 `;
 
@@ -35,6 +38,8 @@ export async function runCli(argv: string[]): Promise<number> {
         return await (await import('./commands/keys.js')).keysCommand(rest);
       case 'audit':
         return await (await import('./commands/audit.js')).auditCommand(rest);
+      case 'top':
+        return await (await import('./commands/top.js')).topCommand(rest);
       case 'schema':
         return await (await import('./commands/schema.js')).schemaCommand(rest);
       case undefined:
