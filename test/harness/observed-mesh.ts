@@ -9,7 +9,7 @@ import { connect, type NatsConnection } from 'nats';
 import { EnvelopeQueue } from '../../shared/bus/queue.js';
 import { nodeConnectOptions } from '../../shared/bus/auth.js';
 import { parseDuration } from '../../shared/config/index.js';
-import { loadOrCreateNodeKey, newEdgePayload, signEdgeEnvelope } from '../../shared/envelope/index.js';
+import { loadOrCreateNodeKey, newEdgePayload, newRevokePayload, signEdgeEnvelope } from '../../shared/envelope/index.js';
 import { createLogger } from '../../shared/logging/logger.js';
 import { makeCsr, TestAcmeClient } from './acme-client.js';
 import { startTestMesh, type TestMesh } from './mesh.js';
@@ -29,6 +29,10 @@ export interface ObservedMesh {
    * this way, e.g. from an edge whose copy of the topology is older). Returns the envelope id.
    */
   sendEnvelope(name: string): Promise<string>;
+  /** A revocation (RFC 8555 §7.6 as the edge sends it up) of a serial, signed with edge-b's key. Returns the envelope id. */
+  sendRevoke(serial: string): Promise<string>;
+  /** Certificates (PEM chains) issued by order(), by name. */
+  certificates: Map<string, string>;
   /** GET a node's /metrics, parsed. */
   metrics(node: string): Promise<Samples>;
   stop(): Promise<void>;
@@ -54,6 +58,7 @@ export async function startObservedMesh(names: string[]): Promise<ObservedMesh> 
     assert.equal((await client.register()).status, 201);
     const edgeKey = await loadOrCreateNodeKey(m.topology.keysDir(), 'edge-b');
     let q: EnvelopeQueue | undefined;
+    const certificates = new Map<string, string>();
     const queue = async () => {
       if (q) return q;
       const nc = await connect({ servers: m.topology.natsUrl('edge-b'), ...(await nodeConnectOptions(m.topology, 'edge-b')) });
@@ -81,7 +86,11 @@ export async function startObservedMesh(names: string[]): Promise<ObservedMesh> 
         const f = await client.post(r.order.finalize, { csr: await makeCsr([name]) });
         assert.equal(f.status, 200, f.body);
         const done = await client.poll(r.url, (o) => o.status === 'valid' || o.status === 'invalid', 30_000);
-        if (done.status === 'valid') assert.equal((await client.post(done.certificate, undefined)).status, 200);
+        if (done.status === 'valid') {
+          const cert = await client.post(done.certificate, undefined);
+          assert.equal(cert.status, 200);
+          certificates.set(name, cert.body);
+        }
         return done.status;
       },
       async sendJunk(k) {
@@ -89,6 +98,18 @@ export async function startObservedMesh(names: string[]): Promise<ObservedMesh> 
         const { jws: good } = await signed('junk.corp.test');
         const junk = ['not a jws', good.replace(/\.[^.]+$/, '.AAAA'), 'x'.repeat(200_000), 'a.b.c'];
         for (let i = 0; i < k; i++) await q.send(junk[i % junk.length]!, `junk-${i}`);
+      },
+      certificates,
+      async sendRevoke(serial) {
+        const p = newRevokePayload({
+          origin: { node: 'edge-b', dc: 'dc-b', segment: 'seg-b' },
+          serial,
+          reason: 4,
+          requester: { method: 'issuer-account', account: 'acct-test', jwkThumbprint: 'thumb' },
+          ttlMs: parseDuration('5m'),
+        });
+        await (await queue()).send(await signEdgeEnvelope(p, edgeKey), p.id);
+        return p.id;
       },
       async sendEnvelope(name) {
         const { id, jws } = await signed(name);

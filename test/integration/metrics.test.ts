@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { httpGet } from '../harness/tools.js';
 import { DENIED_SUFFIX, startObservedMesh, type ObservedMesh, type Samples } from '../harness/observed-mesh.js';
 import type { MeshStatus } from '../../services/gateway/status/mesh-status.js';
+import { leafSerial } from '../../shared/pki/index.js';
 
 // A known sequence on a real mesh (hub + 2 leaf nats-servers, edge-b -> relay-2 -> relay-1 -> gw):
 // N certificates issued through ACME; J orders refused at newOrder by the edge (it checks every layer
@@ -120,21 +121,47 @@ describe('integration: metrics after a known sequence of issuances, refusals and
     assert.equal(samples['gw']!.find('ramesh_envelopes_queued').length, 0);
   });
 
+  test('ok/CA calls and a CA refusal are counted: one certificate revoked twice', async () => {
+    const serial = leafSerial(o.certificates.get('host-0.corp.test')!);
+    await o.sendRevoke(serial);
+    const waitFor = async (ok: (gw: Samples) => boolean) => {
+      const until = Date.now() + 15_000;
+      for (;;) {
+        const gw = await o.metrics('gw');
+        if (ok(gw)) return gw;
+        if (Date.now() > until) throw new Error(gw.all.filter((x) => x.name.startsWith('ramesh_cas')).map((x) => JSON.stringify(x)).join('\n'));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    await waitFor((gw) => gw.sum('ramesh_hop_processing_seconds_count', { outcome: 'revoked' }) === 1);
+    // A second revocation (another envelope id) reaches the CA, which answers alreadyRevoked (RFC 8555 §7.6).
+    await o.sendRevoke(serial);
+    const gw = await waitFor((x) => x.sum('ramesh_hop_processing_seconds_count', { outcome: 'refused' }) === 1);
+    assert.equal(gw.sum('ramesh_cas_request_duration_seconds_count', { op: 'revoke', outcome: 'ok' }), 1);
+    assert.equal(gw.sum('ramesh_cas_request_duration_seconds_count', { op: 'revoke', outcome: 'refused' }), 1);
+    assert.equal(gw.sum('ramesh_cas_errors_total', { op: 'revoke', reason: 'alreadyRevoked' }), 1);
+    assert.equal(gw.sum('ramesh_cas_errors_total'), 1);
+    assert.equal(gw.sum('ramesh_requests_refused_total', { layer: 'cas', reason: 'alreadyRevoked' }), 1);
+    assert.equal(gw.sum('ramesh_cas_request_duration_seconds_count', { op: 'sign', outcome: 'ok' }), N, 'signing unchanged');
+  });
+
   test('ok/the gateway /status.json agrees with the metrics; per-hop p50/p99 reported', async (t) => {
     const s = JSON.parse(await httpGet(`${o.m.mesh.gateway!.httpUrl}/status.json`)) as MeshStatus;
     assert.deepEqual(s.nodes.map((n) => [n.id, n.health]).sort(), [['edge-b', 'ok'], ['gw', 'ok'], ['relay-1', 'ok'], ['relay-2', 'ok']]);
     const link = (c: string) => s.links.find((l) => l.child === c)!;
-    assert.equal(link('edge-b').wait!.count, N + M + K);
-    assert.equal(link('relay-2').wait!.count, N + M);
-    assert.equal(link('relay-1').wait!.count, N);
+    // The two revocations of the test above travelled the same links.
+    assert.equal(link('edge-b').wait!.count, N + M + K + 2);
+    assert.equal(link('relay-2').wait!.count, N + M + 2);
+    assert.equal(link('relay-1').wait!.count, N + 2, 'the issuances and the two revocations');
     for (const l of s.links) {
       assert.equal(l.health, 'ok', `${l.child}: ${l.reason}`);
       assert.equal(l.state, 'up');
       assert.equal(l.queued, 0);
     }
-    assert.deepEqual(s.totals, { issued: N, refused: M, rejected: K });
-    const refusedHere = s.refusals.filter((r) => r.kind === 'refused');
+    assert.deepEqual(s.totals, { issued: N, refused: M + 1, rejected: K });
+    const refusedHere = s.refusals.filter((r) => r.kind === 'refused' && r.node === 'relay-1');
     assert.equal(refusedHere.length, M);
+    assert.deepEqual(s.refusals.filter((r) => r.node === 'gw').map((r) => [r.kind, r.layer, r.reason]), [['refused', 'cas', 'alreadyRevoked']]);
     for (const r of refusedHere) {
       assert.equal(r.layer, 'relay-1');
       assert.equal(r.reason, 'rejectedIdentifier');
@@ -143,7 +170,7 @@ describe('integration: metrics after a known sequence of issuances, refusals and
     assert.equal(s.refusals.filter((r) => r.kind === 'rejected' && r.node === 'relay-2').length, K);
     const node = (id: string) => s.nodes.find((n) => n.id === id)!;
     assert.equal(node('edge-b').issuance!.count, N);
-    assert.equal(node('gw').processing!.count, N);
+    assert.equal(node('gw').processing!.count, N + 2);
     const q = (x: { p50: number | null; p99: number | null; count: number } | null) => `p50 ${x?.p50} ms, p99 ${x?.p99} ms (${x?.count} samples)`;
     for (const l of s.links) t.diagnostic(`queue wait ${l.child} -> ${l.parent}: ${q(l.wait)}`);
     for (const n of s.nodes) t.diagnostic(`${n.role === 'edge' ? 'end to end' : 'processing'} at ${n.id}: ${q(n.role === 'edge' ? n.issuance : n.processing)}`);
