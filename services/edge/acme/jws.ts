@@ -115,6 +115,11 @@ export async function verifyAcmeRequest<T = unknown>(ctx: AcmeContext, req: Fast
   try {
     key = await importJWK(jwk, alg);
   } catch (e) {
+    // RFC 8555 §6.7: badPublicKey is "signed by a public key the server does not support", which fits
+    // only a key sent in "jwk". An account key was accepted when it was registered; a kid request whose
+    // alg does not fit it was not signed by the account key (e.g. a client still using the key it rolled
+    // over from, §7.3.5), the same failure as a signature that does not verify.
+    if (account) throw new RaError('malformed', { detail: `JWS signature verification failed: ${alg} does not fit the account key`, cause: e });
     throw new RaError('badPublicKey', { detail: `the key cannot be used with ${alg}`, cause: e });
   }
   let payloadBytes: Uint8Array;
