@@ -1,8 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { RaError } from '../../../shared/errors/index.js';
-import { pemToDer } from '../../../shared/pki/index.js';
 import type { AcmeContext } from './context.js';
-import { certificateUrl } from './context.js';
 import { requireOwner, requirePostAsGet, verifyAcmeRequest } from './jws.js';
 
 export function registerCertificate(app: FastifyInstance, ctx: AcmeContext): void {
@@ -14,17 +12,8 @@ export function registerCertificate(app: FastifyInstance, ctx: AcmeContext): voi
     const cert = await ctx.store.certificates.get(id);
     if (!cert) throw new RaError('notFound', { detail: 'no such certificate' });
     requireOwner(r, cert.accountId);
-    // Link rel="up": the issuer of the leaf (the next certificate of the chain), as a DER download.
-    if (pemToDer(cert.chainPem, 'CERTIFICATE').length > 1) reply.header('Link', `<${certificateUrl(ctx, id)}/issuer>;rel="up"`);
+    // RFC 8555 §7.4.2: no Link rel="up" here: that is for formats holding a single certificate, and the
+    // PEM chain holds the issuer already (Caddy's client follows rel="up" and would append it twice).
     return reply.code(200).type('application/pem-certificate-chain').send(cert.chainPem);
-  });
-
-  // The issuer certificate of a certificate (rel="up" above): public, as application/pkix-cert (RFC 2585 §4.1).
-  app.get(`${ctx.paths.certificate}:id/issuer`, async (req, reply) => {
-    const { id } = req.params as { id: string };
-    const cert = await ctx.store.certificates.get(id);
-    const issuer = cert ? pemToDer(cert.chainPem, 'CERTIFICATE')[1] : undefined;
-    if (!issuer) throw new RaError('notFound', { detail: 'no such issuer certificate' });
-    return reply.code(200).type('application/pkix-cert').send(Buffer.from(issuer));
   });
 }
