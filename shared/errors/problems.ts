@@ -56,6 +56,8 @@ export interface ProblemDocument {
   detail: string;
   status: number;
   subproblems?: SubProblem[];
+  /** RFC 8555 §6.2: the accepted "alg" values, on badSignatureAlgorithm. */
+  algorithms?: string[];
 }
 
 export function problemUrn(type: ProblemType): string {

@@ -11,6 +11,8 @@ export interface RaErrorOptions {
   reason?: string;
   /** HTTP status when the RFC asks for another than the table's (e.g. 409 on key change, 415, 413). */
   status?: number;
+  /** RFC 8555 §6.2: a badSignatureAlgorithm problem lists the algorithms the server accepts. */
+  algorithms?: string[];
 }
 
 /**
@@ -24,6 +26,7 @@ export class RaError extends Error {
   readonly subproblems: SubProblem[];
   readonly headers: Record<string, string>;
   readonly reason: string | undefined;
+  readonly algorithms: string[] | undefined;
 
   constructor(type: ProblemType, opts: RaErrorOptions = {}) {
     const detail = opts.detail ?? PROBLEMS[type].detail;
@@ -39,11 +42,13 @@ export class RaError extends Error {
     }));
     this.headers = opts.headers ?? {};
     this.reason = opts.reason;
+    this.algorithms = opts.algorithms;
   }
 
   toProblem(): ProblemDocument {
     const p: ProblemDocument = { type: problemUrn(this.type), detail: this.detail, status: this.status };
     if (this.subproblems.length > 0) p.subproblems = this.subproblems;
+    if (this.algorithms) p.algorithms = this.algorithms;
     return p;
   }
 

@@ -168,6 +168,12 @@ describe('integration: the edge ACME server refuses what RFC 8555 refuses, and c
       assert.match(String(r.headers['content-type']), /^application\/problem\+json/);
       assert.equal(r.json().type, `${PROBLEM}${type}`, r.body);
       assert.equal(typeof r.json().detail, 'string');
+      // RFC 8555 §6.2: badSignatureAlgorithm lists the accepted algorithms.
+      if (type === 'badSignatureAlgorithm') {
+        const algs = r.json().algorithms as string[];
+        assert.ok(Array.isArray(algs) && ['ES256', 'RS256', 'EdDSA'].every((a) => algs.includes(a)), JSON.stringify(algs));
+        assert.ok(!algs.includes('none') && !algs.some((a) => a.startsWith('HS')), JSON.stringify(algs));
+      }
       // RFC 8555 §6.5: every response, errors included, carries a fresh nonce.
       assert.match(String(r.headers['replay-nonce']), /^[A-Za-z0-9_-]{16,}$/);
       const after = await edge.storeSnapshot();

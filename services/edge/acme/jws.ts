@@ -76,6 +76,8 @@ export async function verifyAcmeRequest<T = unknown>(ctx: AcmeContext, req: Fast
   if (typeof alg !== 'string' || !(ACCOUNT_ALGS as readonly string[]).includes(alg)) {
     throw new RaError('badSignatureAlgorithm', {
       detail: `JWS algorithm ${JSON.stringify(alg)} is not supported; use one of ${ACCOUNT_ALGS.join(', ')}`,
+      // RFC 8555 §6.2: the problem document MUST list the supported algorithms.
+      algorithms: [...ACCOUNT_ALGS],
     });
   }
   // RFC 8555 §6.5: every JWS carries a fresh nonce issued by this server.

@@ -13,7 +13,7 @@ export function registerKeyChange(app: FastifyInstance, ctx: AcmeContext): void 
     const { jws: inner, header } = parseFlattenedJws(outer.payload, 'inner JWS (keyChange payload)');
     // RFC 8555 §7.3.5: the inner JWS has a "jwk" (the new key), the same "url", and no "nonce".
     if (typeof header.alg !== 'string' || !(ACCOUNT_ALGS as readonly string[]).includes(header.alg)) {
-      throw new RaError('badSignatureAlgorithm', { detail: 'inner JWS algorithm is not supported' });
+      throw new RaError('badSignatureAlgorithm', { detail: 'inner JWS algorithm is not supported', algorithms: [...ACCOUNT_ALGS] });
     }
     if (typeof header.jwk !== 'object' || header.jwk === null || 'kid' in header) {
       throw new RaError('malformed', { detail: 'inner JWS must carry the new key in "jwk" and no "kid"' });

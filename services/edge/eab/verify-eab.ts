@@ -16,7 +16,7 @@ export async function verifyExternalAccountBinding(
   const { jws, header } = parseFlattenedJws(eab, 'externalAccountBinding');
   // RFC 8555 §7.3.4: a MAC algorithm, the EAB key id as kid, the newAccount URL, and no nonce.
   if (typeof header.alg !== 'string' || !EAB_ALGS.includes(header.alg)) {
-    throw new RaError('badSignatureAlgorithm', { detail: `externalAccountBinding alg must be one of ${EAB_ALGS.join(', ')}` });
+    throw new RaError('badSignatureAlgorithm', { detail: `externalAccountBinding alg must be one of ${EAB_ALGS.join(', ')}`, algorithms: EAB_ALGS });
   }
   if ('nonce' in header) throw new RaError('malformed', { detail: 'externalAccountBinding must not carry a nonce' });
   if (header.url !== opts.newAccountUrl) throw new RaError('malformed', { detail: 'externalAccountBinding url must be the newAccount URL' });
