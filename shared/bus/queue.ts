@@ -137,9 +137,14 @@ export class EnvelopeQueue {
 
   /** Messages in this node's own outbound stream (waiting for the parent); asks the node's own server. */
   async depth(): Promise<number> {
-    this.jsm ??= this.nc.jetstreamManager();
-    const info = await (await this.jsm).streams.info(outStream(this.nodeId));
-    return info.state.messages;
+    const jsm = (this.jsm ??= this.nc.jetstreamManager());
+    try {
+      return (await (await jsm).streams.info(outStream(this.nodeId))).state.messages;
+    } catch (e) {
+      // A manager made while the server was away is not kept.
+      if (this.jsm === jsm) this.jsm = undefined;
+      throw e;
+    }
   }
 
   /**
