@@ -102,6 +102,9 @@ describe('e2e: the gateway status page in headless Chromium', { timeout: 240_000
 
   test('fail/a data center whose NATS server is down turns its links red and shows the queued envelope; it heals', async () => {
     const dcA = o.m.bus.server('dc-a');
+    const OUTAGE_MS = 1_500;
+    let queuedSince = 0;
+    let backAt = 0;
     await dcA.stop();
     try {
       // relay-1 (dc-a) lost its server: the gateway cannot read its stream, relay-2's envelopes wait in dc-b.
@@ -110,9 +113,14 @@ describe('e2e: the gateway status page in headless Chromium', { timeout: 240_000
       const name = `web-${N + 1}.corp.test`;
       const pending = o.order(name);
       await page.waitForFunction(`document.querySelector('[data-link="relay-2->relay-1"] text.queue')?.textContent === 'queued 1'`, undefined, { timeout: 20_000 });
+      // The envelope is in relay-2's stream since before now; it waits there at least until dc-a is back.
+      queuedSince = Date.now();
       assert.equal(await page.locator('[data-node="relay-1"]').getAttribute('data-health'), 'down');
       await page.screenshot({ path: new URL('status-page-outage.png', ARTIFACTS).pathname, fullPage: true });
+      // Keep the outage at least OUTAGE_MS long, so that the wait it leaves is over the warn threshold.
+      await new Promise((r) => setTimeout(r, Math.max(0, queuedSince + OUTAGE_MS - Date.now())));
       await dcA.restart();
+      backAt = Date.now();
       assert.equal(await pending, 'valid');
     } finally {
       if (!dcA.running) await dcA.restart();
@@ -123,7 +131,7 @@ describe('e2e: the gateway status page in headless Chromium', { timeout: 240_000
     await page.waitForSelector('[data-link="relay-2->relay-1"][data-health="warn"]', { timeout: 20_000 });
     const healed = (await status()).links.find((l) => l.child === 'relay-2')!;
     assert.match(healed.reason!, /^p99 queue wait \d+ ms$/);
-    assert.ok(healed.wait!.max! >= 1_000, JSON.stringify(healed.wait));
+    assert.ok(healed.wait!.max! >= backAt - queuedSince && backAt - queuedSince >= OUTAGE_MS, `${JSON.stringify(healed.wait)} outage ${backAt - queuedSince} ms`);
     assert.equal(await page.locator('[data-node="relay-1"]').getAttribute('data-health'), 'ok');
     await page.screenshot({ path: new URL('status-page-healed.png', ARTIFACTS).pathname, fullPage: true });
   });
