@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { headers as natsHeaders, type NatsConnection } from 'nats';
 import { casSchema, parseDuration, splitHostPort, urlHost, type Topology } from '../../shared/config/index.js';
@@ -181,7 +182,15 @@ export class GatewayService {
     await this.http.listen({ host, port });
     const addr = this.http.server.address();
     this.httpUrl = typeof addr === 'object' && addr ? `http://${urlHost(host)}:${addr.port}` : undefined;
-    this.rootFingerprints = pemToDer(await this.cas.rootsPem(), 'CERTIFICATE').map(fingerprint);
+    try {
+      this.rootFingerprints = pemToDer(await this.cas.rootsPem(), 'CERTIFICATE').map(fingerprint);
+    } catch (e) {
+      // A CA service that is only unreachable (not misconfigured) does not keep the gateway down:
+      // envelopes wait in the queue until it answers, and /roots.pem asks it again.
+      const err = toRaError(e);
+      if (isFinalCasError(err)) throw err;
+      this.log.warn({ err: err.cause ?? err, detail: err.detail }, 'the CA service is not reachable yet; its roots are unknown until it answers');
+    }
     if (hasCrl(this.cas)) {
       this.track(this.publishCrl());
       this.crlTimer = setInterval(() => this.track(this.publishCrl()), CRL_PUBLISH_INTERVAL_MS);
@@ -261,7 +270,8 @@ export class GatewayService {
             accountId: p.account.id,
             identifiers: p.identifiers.map(({ type, value }) => ({ type, value })),
             at: Date.now(),
-            leafDigest: certificateFacts(leafDer(issued.chainPem)).digest,
+            // SHA-256 of the leaf DER (what certificateFacts().digest is), without parsing the certificate again.
+            leafDigest: createHash('sha256').update(leafDer(issued.chainPem)).digest('base64url'),
           };
           result = this.resultPayload(env, recvAt, { status: 'valid', certificate: issued.chainPem });
         }

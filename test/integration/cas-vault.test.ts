@@ -369,6 +369,18 @@ describe('integration: vault CA service through edge -> relay -> gateway', { tim
       assert.equal(results.get(r.id)!.length, 1, 'one answer to the client');
     });
 
+    test('ok/the gateway starts while Vault is unavailable (503 on ca_chain); a request is issued once Vault answers', async () => {
+      const reads = vault.callsOf('ca_chain').length;
+      vault.inject('ca_chain', 3, { status: 503 });
+      await useGateway(approleFile());
+      assert.deepEqual(vault.callsOf('ca_chain').slice(reads).map((c) => c.status), [503, 503, 503], 'started without the roots');
+      assert.deepEqual(gw!.rootFingerprints, []);
+      valid(await issue('started-early.corp.test'));
+      assert.equal(issuedFor('started-early.corp.test').length, 1);
+      // /roots.pem asks Vault again and now answers.
+      assert.match(await (await fetch(`${gw!.httpUrl}/roots.pem`)).text(), /BEGIN CERTIFICATE/);
+    });
+
     test('fail/a sign call that times out: outcome-unknown problem, one sign call at Vault, also after the envelope is redelivered', async () => {
       const signs = vault.callsOf('sign').length;
       // Vault signs, but its answer never comes (the gateway's timeout is 2s).
