@@ -11,6 +11,7 @@ tools=(
   nats-server:nats-server lego:lego certbot:certbot openssl:openssl
   pebble-challtestsrv:pebble caddy:caddy dehydrated:dehydrated uacme:uacme unshare:util-linux
   go:golang-go chromium:chromium script:bsdutils
+  docker-compose:docker-compose ip:iproute2
 )
 need=()
 for t in "${tools[@]}"; do command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}"); done

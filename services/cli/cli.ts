@@ -19,6 +19,9 @@ usage:
   ra-mesh top <topology.yaml> [--url <gateway url>] [--interval <ms>] [--once] [--json]
                                              every node of a running mesh, live: link state, queue depth,
                                              p50/p99 hop latency (q or Ctrl-C quits)
+  ra-mesh compose <topology.yaml> [--out docker-compose.yml] [--check] [--secrets]
+                                             docker-compose deployment generated from the topology: a network per
+                                             segment (isolated ones internal), volumes, health checks, secrets
   ra-mesh schema [--write]                   print (or write shared/config/topology.schema.json) the JSON Schema
 `;
 
@@ -40,6 +43,8 @@ export async function runCli(argv: string[]): Promise<number> {
         return await (await import('./commands/audit.js')).auditCommand(rest);
       case 'top':
         return await (await import('./commands/top.js')).topCommand(rest);
+      case 'compose':
+        return await (await import('./commands/compose.js')).composeCommand(rest);
       case 'schema':
         return await (await import('./commands/schema.js')).schemaCommand(rest);
       case undefined:

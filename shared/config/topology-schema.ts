@@ -279,6 +279,20 @@ export const topologySchema = z
       .default({ ttl: '5m', maxBytes: 65_536, algs: ['EdDSA', 'ES256'], clockSkew: '30s' })
       .describe('envelope limits'),
     nodes: z.array(nodeSchema).min(1).describe('every RA node of the mesh'),
+    segments: z
+      .record(
+        z.string(),
+        z
+          .object({
+            isolated: z
+              .boolean()
+              .default(false)
+              .describe('no route out of the segment: its edge reaches only the segment and its leaf NATS (ra-mesh compose: an internal network)'),
+          })
+          .strict(),
+      )
+      .optional()
+      .describe('network segments named by nodes[].segment, for deployment (ra-mesh compose puts each segment on a network of its own)'),
   })
   .strict()
   .superRefine((t, ctx) => {
