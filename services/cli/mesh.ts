@@ -48,9 +48,11 @@ export async function startMesh(topology: Topology, opts: StartMeshOptions = {})
     },
   };
   try {
-    // Every node's NATS credentials exist (made on first start) before the servers that check them start.
-    const credentials = await ensureBusCredentials(topology);
     if (opts.nats !== false) {
+      // Every node's NATS credentials exist (made on first start) before the servers that check them start.
+      // Without our own servers (--no-nats) nothing is made: the node reads the credentials it was given
+      // (they may be a read-only secret), and says which file is missing.
+      const credentials = await ensureBusCredentials(topology);
       const bus = await startNatsServers(natsServerSpecs(topology, undefined, credentials), { log });
       stops.push(() => bus.stop());
       mesh.nats = bus.servers;
