@@ -5,23 +5,27 @@
 // with its own durable pull consumer, across domains through $JS.<domain>.API when the child sits on
 // another server, and acks a message only after the next durable step (its own outbound publish
 // acknowledged, or the gateway's result stored); the ack removes it from the child's stream. While a
-// link is down the parent's fetches fail and are retried; the messages wait in the child's stream.
+// link is down the parent's pull requests fail and are retried; the messages wait in the child's stream.
 // Dedupe: Nats-Msg-Id = envelope id, within the stream's duplicate window.
 //
-// Verified against nats-server 2.9.10: the pull API used is the classic fetch (the newer consumer API
+// Verified against nats-server 2.9.10: the pull API used is the classic pull subscription (the newer consumer API
 // of nats.js needs 2.10). Stream sourcing was tried first and dropped: a source whose stream did not
 // exist yet when the sourcing stream was made never started on 2.9.10.
 
 import {
   AckPolicy,
+  consumerOpts,
   DeliverPolicy,
+  ErrorCode,
   headers as natsHeaders,
   RetentionPolicy,
   StorageType,
   type JetStreamClient,
   type JetStreamManager,
+  type JetStreamPullSubscription,
   type JsMsg,
   type NatsConnection,
+  type NatsError,
   type StreamConfig,
 } from 'nats';
 import { parseDuration, type Topology } from '../config/index.js';
@@ -73,6 +77,8 @@ const NS = 1_000_000;
 const DEFAULTS = { maxAgeMs: 7 * 86_400_000, duplicateWindowMs: 120_000, concurrency: 64, ackWaitMs: 30_000, retryDelayMs: 1_000 };
 const FETCH_EXPIRES_MS = 1_000;
 const FETCH_BATCH = 64;
+/** How long after its expiry a pull request may still be answered (408) before it counts as lost. */
+const ANSWER_GRACE_MS = 2_000;
 
 /** What the queue knows of a message besides its data: `from` the child whose stream held it, `recvAt` when it was taken. */
 export interface MessageInfo {
@@ -196,6 +202,14 @@ export class EnvelopeQueue {
     this.loops = this.topology.children(this.nodeId).map((c) => this.run(c.id, handler));
   }
 
+  /**
+   * Reads one child's outbound stream through a pull subscription that lives as long as the loop:
+   * pull requests (batch, expires) are sent on it and every message the server delivers for them
+   * arrives on the same inbox. (A per-request fetch() closes its inbox when the client's timer ends
+   * the request, and a message the server sends in that moment waits out ackWait before it is
+   * delivered again: stalls of 30 s seen in test/bench.) Requests are accounted in order: the server
+   * fills the oldest first, a filled request ends, an expired one is answered with status 408.
+   */
   private async run(child: string, handler: Handler): Promise<void> {
     const mine = this.topology.jetStreamDomain(this.nodeId);
     const domain = this.topology.jetStreamDomain(child);
@@ -203,38 +217,102 @@ export class EnvelopeQueue {
     const js = this.nc.jetstream(opts);
     const stream = outStream(child);
     const durable = consumerName(this.nodeId);
-    let ready = false;
     let failures = 0;
     const link: LinkState = { child, state: 'connecting', failures: 0, lastOkAt: null, lastError: null };
     this.links.set(child, link);
+    const ok = () => {
+      failures = 0;
+      Object.assign(link, { state: 'up', failures: 0, lastOkAt: Date.now(), lastError: null });
+    };
+    const fail = (e: unknown) => {
+      failures += 1;
+      Object.assign(link, { state: link.lastOkAt === null ? 'connecting' : 'down', failures, lastError: (e as Error).message });
+      if (failures === 1 || failures % 60 === 0) {
+        this.log.warn({ err: (e as Error).message, child, stream, domain }, 'cannot read the child\'s outbound stream yet; retrying');
+      }
+    };
+    /** Pull requests not yet filled or expired, oldest first. */
+    let requests: Array<{ n: number; got: number; deadline: number }> = [];
+    let wake = (): void => undefined;
+    let pause = 0;
+    const onMessage = (err: NatsError | null, m: JsMsg | null): void => {
+      if (err) {
+        if (err.code === ErrorCode.JetStream408RequestTimeout || err.code === ErrorCode.JetStream404NoMessages) {
+          // The oldest request expired: the server answered, the link works.
+          requests.shift();
+          ok();
+        } else if (err.code === ErrorCode.JetStream409) {
+          // Too many waiting requests or acks pending: that request ends; ask again a little later.
+          requests.shift();
+          pause = 100;
+        } else {
+          // E.g. 503: no JetStream answers on that domain (the link to the child's server is down).
+          requests = [];
+          fail(err);
+          pause = Math.min(1_000, 100 * failures);
+        }
+        wake();
+        return;
+      }
+      if (!m) return;
+      const r = requests[0];
+      if (r && ++r.got >= r.n) requests.shift();
+      ok();
+      const p = this.handle(m, handler, child);
+      this.inflight.add(p);
+      void p.finally(() => {
+        this.inflight.delete(p);
+        wake();
+      });
+    };
+    const sleep = (ms: number) =>
+      new Promise<void>((res) => {
+        const t = setTimeout(res, ms);
+        wake = () => {
+          clearTimeout(t);
+          res();
+        };
+      });
+    let sub: JetStreamPullSubscription | undefined;
     while (this.running && !this.nc.isClosed()) {
       try {
-        if (!ready) {
+        if (!sub) {
           // The child makes its stream when it first starts; until then (or while the link is down) retry.
           await this.ensureConsumer(await this.nc.jetstreamManager(opts), stream, durable);
-          ready = true;
+          sub = await js.pullSubscribe('', consumerOpts().bind(stream, durable).manualAck().callback(onMessage));
         }
-        const room = this.o.concurrency - this.inflight.size;
-        if (room <= 0) {
-          await Promise.race(this.inflight);
+        if (pause > 0) {
+          const ms = pause;
+          pause = 0;
+          await sleep(ms);
           continue;
         }
-        for await (const m of js.fetch(stream, durable, { batch: Math.min(room, FETCH_BATCH), expires: FETCH_EXPIRES_MS })) {
-          const p = this.handle(m, handler, child);
-          this.inflight.add(p);
-          void p.finally(() => this.inflight.delete(p));
+        const now = Date.now();
+        if (requests.length > 0 && requests[0]!.deadline < now) {
+          // Neither filled nor answered with 408 in time: the request was lost (the link broke).
+          const lost = requests.filter((r) => r.deadline < now).length;
+          requests = requests.filter((r) => r.deadline >= now);
+          throw new Error(`no answer from the child's server to ${lost} pull request(s)`);
         }
-        failures = 0;
-        Object.assign(link, { state: 'up', failures: 0, lastOkAt: Date.now(), lastError: null });
+        const credit = requests.reduce((a, r) => a + r.n - r.got, 0);
+        const room = this.o.concurrency - this.inflight.size - credit;
+        // One request while idle; another only when there is room for a good batch.
+        if (room > 0 && (requests.length === 0 || room >= Math.min(FETCH_BATCH, this.o.concurrency) / 2)) {
+          const n = Math.min(room, FETCH_BATCH);
+          requests.push({ n, got: 0, deadline: now + FETCH_EXPIRES_MS + ANSWER_GRACE_MS });
+          sub.pull({ batch: n, expires: FETCH_EXPIRES_MS });
+        }
+        await sleep(FETCH_EXPIRES_MS / 4);
       } catch (e) {
-        failures += 1;
-        Object.assign(link, { state: link.lastOkAt === null ? 'connecting' : 'down', failures, lastError: (e as Error).message });
-        if (failures === 1 || failures % 60 === 0) {
-          this.log.warn({ err: (e as Error).message, child, stream, domain }, 'cannot read the child\'s outbound stream yet; retrying');
-        }
-        await new Promise((r) => setTimeout(r, Math.min(1_000, 100 * failures)));
+        fail(e);
+        await sleep(Math.min(1_000, 100 * failures));
       }
     }
+    // No new requests; the outstanding ones end (filled or expired) before the inbox closes, so no
+    // message the server sends for them is dropped here.
+    const until = Date.now() + FETCH_EXPIRES_MS + ANSWER_GRACE_MS;
+    while (sub && requests.length > 0 && Date.now() < until && !this.nc.isClosed()) await sleep(50);
+    sub?.unsubscribe();
   }
 
   private async ensureConsumer(jsm: JetStreamManager, stream: string, durable: string): Promise<void> {

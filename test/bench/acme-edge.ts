@@ -1,0 +1,106 @@
+// Benchmark 3: the ACME edge against Pebble and Caddy's acme_server on the same machine in the same
+// run: full orders per second (one account reused, a fresh name and http-01 validation per order, the
+// certificate downloaded) by one load client (lib/acme-load.ts, run as its own process), at 1 and 16
+// orders in flight. Servers take turns within each round (order rotated per round) and the ratios
+// are taken within a round. CPU per order of the server's processes comes from /proc.
+
+import { loadavg } from 'node:os';
+import type { AcmePeer } from './lib/peers.js';
+import type { LoadResult } from './lib/acme-load.js';
+import { cpuMsOf, median, round, table } from './lib/stats.js';
+
+export interface AcmeEdgeOptions {
+  servers: AcmePeer[];
+  concurrency: number[];
+  rounds: number;
+  windowMs: number;
+  maxOrders: number;
+  maxMs: number;
+}
+
+interface Run {
+  server: string;
+  concurrency: number;
+  round: number;
+  result: LoadResult;
+  cpuMsPerOrder: Record<string, number>;
+}
+
+export async function acmeEdge(o: AcmeEdgeOptions & { cpuPids: (s: AcmePeer) => Array<[string, number]> }) {
+  const started = Date.now();
+  const runs: Run[] = [];
+  const load: number[] = [];
+  for (let r = 0; r < o.rounds && Date.now() - started < o.maxMs; r++) {
+    const order = o.servers.map((_, i) => o.servers[(i + r) % o.servers.length]!);
+    for (const c of o.concurrency) {
+      for (const s of order) {
+        const pids = o.cpuPids(s);
+        const cpu0 = await Promise.all(pids.map(([, p]) => cpuMsOf(p)));
+        const result = (await s.runClient({
+          directory: s.directory,
+          caFile: s.caFile,
+          http01Port: s.http01Port,
+          concurrency: c,
+          maxOrders: o.maxOrders,
+          maxMs: o.windowMs,
+          domain: 'bench.test',
+        })) as LoadResult;
+        const cpu1 = await Promise.all(pids.map(([, p]) => cpuMsOf(p)));
+        // Warm-up orders (one per worker) ran in the same interval.
+        const n = Math.max(1, result.orders + c);
+        const cpuMsPerOrder = Object.fromEntries(pids.map(([id], i) => [id, round((cpu1[i]! - cpu0[i]!) / n, 1)]));
+        runs.push({ server: s.name, concurrency: c, round: r, result, cpuMsPerOrder });
+      }
+    }
+    load.push(loadavg()[0]!);
+  }
+  const names = o.servers.map((s) => s.name);
+  const edge = names[0]!;
+  const ratio = (a: string, b: string, c: number) => {
+    const rs: number[] = [];
+    for (let r = 0; r < load.length; r++) {
+      const x = runs.find((u) => u.server === a && u.concurrency === c && u.round === r);
+      const y = runs.find((u) => u.server === b && u.concurrency === c && u.round === r);
+      if (x && y && y.result.ordersPerSec > 0) rs.push(x.result.ordersPerSec / y.result.ordersPerSec);
+    }
+    return round(median(rs), 2);
+  };
+  const rows = o.concurrency.flatMap((c) =>
+    names.map((n) => {
+      const rs = runs.filter((u) => u.server === n && u.concurrency === c);
+      const cpu: Record<string, number> = {};
+      for (const k of Object.keys(rs[0]?.cpuMsPerOrder ?? {})) cpu[k] = round(median(rs.map((u) => u.cpuMsPerOrder[k]!)), 1);
+      return {
+        server: n,
+        concurrency: c,
+        ordersPerSec: round(median(rs.map((u) => u.result.ordersPerSec)), 1),
+        runs: rs.map((u) => round(u.result.ordersPerSec, 1)),
+        p50Ms: round(median(rs.map((u) => u.result.p50Ms)), 1),
+        p99Ms: round(median(rs.map((u) => u.result.p99Ms)), 1),
+        orders: rs.reduce((a, u) => a + u.result.orders, 0),
+        failed: rs.reduce((a, u) => a + u.result.failed, 0),
+        errors: [...new Set(rs.flatMap((u) => u.result.errors))].slice(0, 3),
+        requestsPerOrder: round(median(rs.map((u) => u.result.requests / Math.max(1, u.result.orders + c))), 1),
+        cpuMsPerOrder: cpu,
+        cpuMsPerOrderTotal: round(Object.values(cpu).reduce((a, b) => a + b, 0), 1),
+        ...(n !== edge ? { edgeVsThis: ratio(edge, n, c) } : {}),
+      };
+    }),
+  );
+  const vsPebble = Object.fromEntries(o.concurrency.map((c) => [c, ratio(edge, 'pebble', c)]));
+  const result = {
+    what: 'full ACME orders/s (account reused, new name + http-01 per order, certificate downloaded), one load client for every server',
+    rounds: load.length,
+    loadavg1: load.map((l) => round(l, 2)),
+    rows,
+    target: { name: 'edge ACME throughput at or above Pebble on the same machine', edgeVsPebble: vsPebble, met: Object.values(vsPebble).every((x) => x >= 1) },
+    runs: runs.map((u) => ({ ...u, result: { ...u.result } })),
+    ms: Date.now() - started,
+  };
+  const text = table(
+    `3. ACME orders/s: edge vs Pebble vs Caddy acme_server (${load.length} rounds, medians; load ${result.loadavg1.join('/')})`,
+    ['server', 'in flight', 'orders/s', 'runs', 'p50 ms', 'p99 ms', 'failed', 'server cpu ms/order', 'edge/this'],
+    rows.map((r) => [r.server, String(r.concurrency), r.ordersPerSec, r.runs.join(' '), r.p50Ms, r.p99Ms, String(r.failed), `${r.cpuMsPerOrderTotal} (${Object.entries(r.cpuMsPerOrder).map(([k, v]) => `${k} ${v}`).join(', ')})`, r.edgeVsThis ?? '']),
+  ) + `\nedge / pebble: ${Object.entries(vsPebble).map(([c, v]) => `${c} in flight ${v}`).join(', ')}`;
+  return { name: 'acme-edge', result, text };
+}

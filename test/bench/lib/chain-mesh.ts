@@ -1,0 +1,300 @@
+// A benchmark mesh: one gateway on the hub server and, for every depth asked for, a chain of that many
+// relays ending in an edge position, all on one leaf server (dc-a). The gateway and the relays run as
+// their own `ra-mesh up --only <id> --no-nats` processes (as deployed, so each has its own event loop
+// and its RSS can be read); the edge positions are driven by this process through the envelope API
+// (like test/integration/mesh.test.ts): it signs with the edge's key, puts the envelope in the edge's
+// outbound stream and waits for the signed result on the edge's down subject.
+//
+// The bus runs with `nats.auth: none` so that the raw NATS request/reply baseline can run between the
+// same servers and positions (nkey permissions allow no plain request/reply between nodes); subject
+// permissions are checked per published subject with a cache in nats-server, not a per-message cost
+// the comparison would hide.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import { connect, type NatsConnection } from 'nats';
+import { EnvelopeQueue } from '../../../shared/bus/queue.js';
+import { downSubject } from '../../../shared/bus/subjects.js';
+import { parseDuration } from '../../../shared/config/index.js';
+import { loadMeshKeyRing, loadOrCreateNodeKey, newEdgePayload, signEdgeEnvelope, verifyResult, type KeyRing, type NodeKey } from '../../../shared/envelope/index.js';
+import { createLogger } from '../../../shared/logging/logger.js';
+import { makeCsr } from '../../harness/acme-client.js';
+import { startTestMesh, type TestMesh, type TestNode } from '../../harness/mesh.js';
+import { sleep } from './stats.js';
+
+export const GATEWAY = 'gw';
+export const DC = 'dc-a';
+export const DOMAIN = 'bench.test';
+
+export const edgeOf = (depth: number) => `d${depth}-edge`;
+/** Relay k (1 = the top, child of the gateway) of the chain of `depth`. */
+export const relayOf = (depth: number, k: number) => `d${depth}-r${k}`;
+
+/** The nodes of a chain of `depth` relays under the gateway, edge last. */
+export function chainNodes(depth: number, edge: Partial<TestNode> = {}): TestNode[] {
+  const out: TestNode[] = [];
+  for (let k = 1; k <= depth; k++) out.push({ id: relayOf(depth, k), role: 'relay', dc: DC, parent: k === 1 ? GATEWAY : relayOf(depth, k - 1) });
+  out.push({ id: edgeOf(depth), role: 'edge', dc: DC, segment: `seg-d${depth}`, parent: depth === 0 ? GATEWAY : relayOf(depth, depth), ...edge });
+  return out;
+}
+
+export interface ChainMesh {
+  m: TestMesh;
+  /** Node processes by id (gateway, relays, and the ACME edges asked for). */
+  procs: Map<string, BenchNodeProcess>;
+  drivers: Map<number, EdgeDriver>;
+  hub: NatsConnection;
+  leaf: NatsConnection;
+  /** A second connection on the leaf server (the responder of the leaf -> leaf baseline). */
+  leaf2: NatsConnection;
+  stop(): Promise<void>;
+}
+
+export interface ChainMeshOptions {
+  depths: number[];
+  /** Extra nodes (e.g. an ACME edge) started as processes too. */
+  extra?: TestNode[];
+  /** Node.js flags of every node process (e.g. --cpu-prof, which NODE_OPTIONS does not take). */
+  nodeArgs?: string[];
+  /** Environment of every node process. */
+  env?: NodeJS.ProcessEnv;
+  /** Pre-made CSRs per driver (reused cyclically; default 64). */
+  csrs?: number;
+}
+
+export async function startChainMesh(opts: ChainMeshOptions): Promise<ChainMesh> {
+  const nodes: TestNode[] = [
+    { id: GATEWAY, role: 'gateway', dc: 'core', policy: { allow: { dns: [`*.${DOMAIN}`] } } },
+    ...opts.depths.flatMap((d) => chainNodes(d)),
+    ...(opts.extra ?? []),
+  ];
+  const m = await startTestMesh({ nodes, nats: { auth: 'none' }, external: nodes.map((n) => n.id) });
+  const procs = new Map<string, BenchNodeProcess>();
+  const conns: NatsConnection[] = [];
+  const stop = async () => {
+    for (const c of conns) await c.close().catch(() => undefined);
+    // SIGTERM: the node stops cleanly (and writes its --cpu-prof profile); SIGKILL after 10 s.
+    await Promise.all([...procs.values()].map((p) => p.stop()));
+    await m.stop();
+  };
+  try {
+    // Every node process at once (each retries its parent's and children's streams until they exist).
+    const spawned = nodes.filter((n) => n.role !== 'edge' || (opts.extra ?? []).some((x) => x.id === n.id));
+    await Promise.all(spawned.map(async (n) => procs.set(n.id, await spawnNode(m.topologyFile, n.id, opts))));
+    const keys = await loadMeshKeyRing(m.topology);
+    const hub = await connect({ servers: m.bus.hubUrl, name: 'bench-hub' });
+    const leaf = await connect({ servers: m.bus.dcs[DC]!, name: 'bench-leaf' });
+    const leaf2 = await connect({ servers: m.bus.dcs[DC]!, name: 'bench-leaf-2' });
+    conns.push(hub, leaf, leaf2);
+    const drivers = new Map<number, EdgeDriver>();
+    for (const d of opts.depths) {
+      const nc = await connect({ servers: m.bus.dcs[DC]!, name: `bench-${edgeOf(d)}` });
+      conns.push(nc);
+      drivers.set(d, await EdgeDriver.open(m, nc, edgeOf(d), keys, opts.csrs ?? 64));
+    }
+    return { m, procs, drivers, hub, leaf, leaf2, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+/** Acts as an edge on its leaf server: signs envelopes with the edge's key and awaits their results. */
+export class EdgeDriver {
+  private readonly waiting = new Map<string, { t0: number; wall: number; resolve: (ms: number) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private next = 0;
+  /** Results that came back valid and verified, and those that did not. */
+  valid = 0;
+  invalid = 0;
+  lastProblem?: string;
+  /** Results that did not verify (never expected: a sign of a bug), and the last reason. */
+  unverified = 0;
+  lastUnverified?: string;
+  /** The hop records and gateway times of the last result (ms epoch), for breakdowns. */
+  lastTimes?: { sentAt: number; hops: Array<{ node: string; recvAt: number; sentAt: number }>; gateway: { recvAt: number; sentAt: number }; arrivedAt: number };
+
+  private constructor(
+    readonly m: TestMesh,
+    readonly edgeId: string,
+    private readonly key: NodeKey,
+    private readonly keys: KeyRing,
+    private readonly queue: EnvelopeQueue,
+    private readonly csrs: Array<{ csr: string; name: string }>,
+  ) {}
+
+  static async open(m: TestMesh, nc: NatsConnection, edgeId: string, keys: KeyRing, csrCount: number): Promise<EdgeDriver> {
+    const key = await loadOrCreateNodeKey(m.topology.keysDir(), edgeId);
+    const queue = await EnvelopeQueue.open(nc, m.topology, edgeId, { log: createLogger('bench', { as: edgeId }) });
+    const csrs = [];
+    for (let i = 0; i < csrCount; i++) {
+      const name = `${edgeId}-${i}-${randomBytes(3).toString('hex')}.${DOMAIN}`;
+      csrs.push({ name, csr: await makeCsr([name]) });
+    }
+    const d = new EdgeDriver(m, edgeId, key, keys, queue, csrs);
+    nc.subscribe(downSubject(edgeId), {
+      callback: (_e, msg) => {
+        const at = performance.now();
+        const text = new TextDecoder().decode(msg.data);
+        void verifyResult(text, { topology: m.topology, edge: edgeId, keys }).then(
+          (r) => {
+            const w = d.waiting.get(r.id);
+            if (!w) return;
+            d.waiting.delete(r.id);
+            clearTimeout(w.timer);
+            d.lastTimes = { sentAt: w.wall, hops: r.hops, gateway: r.gateway, arrivedAt: Date.now() };
+            if (r.status === 'valid' && r.certificate) d.valid += 1;
+            else {
+              d.invalid += 1;
+              d.lastProblem = JSON.stringify(r.problem);
+            }
+            w.resolve(at - w.t0);
+          },
+          (e: Error) => {
+            d.unverified += 1;
+            d.lastUnverified = e.message;
+          },
+        );
+      },
+    });
+    await nc.flush();
+    return d;
+  }
+
+  /** A signed issue envelope for the next CSR of the pool (a fresh id each time). */
+  async envelope(): Promise<{ id: string; jws: string }> {
+    const c = this.csrs[this.next++ % this.csrs.length]!;
+    const node = this.m.topology.node(this.edgeId);
+    const payload = newEdgePayload({
+      origin: { node: this.edgeId, dc: node.dc, ...(node.segment ? { segment: node.segment } : {}) },
+      csr: c.csr,
+      identifiers: [{ type: 'dns', value: c.name, validation: { method: 'http-01', at: new Date().toISOString(), from: '127.0.0.1:80' } }],
+      account: { id: 'bench-account', eab: null, jwkThumbprint: 'bench' },
+      requested: { notBefore: null, notAfter: null },
+      renewalOf: null,
+      ttlMs: parseDuration('5m'),
+    });
+    return { id: payload.id, jws: await signEdgeEnvelope(payload, this.key) };
+  }
+
+  /**
+   * Publishes a signed envelope into the edge's outbound stream and resolves with the ms from the
+   * publish until its result arrived (the edge's signing is not counted).
+   */
+  async send(env: { id: string; jws: string }, timeoutMs = 30_000): Promise<number> {
+    const p = new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(env.id);
+        reject(new Error(`${this.edgeId}: no result for ${env.id} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiting.set(env.id, { t0: performance.now(), wall: Date.now(), resolve, reject, timer });
+    });
+    await this.queue.send(env.jws, env.id);
+    return p;
+  }
+
+  /** Only puts the envelope in the edge's outbound stream (its result is not awaited). */
+  async publish(env: { id: string; jws: string }): Promise<void> {
+    await this.queue.send(env.jws, env.id);
+  }
+
+  async roundTrip(timeoutMs?: number): Promise<number> {
+    return this.send(await this.envelope(), timeoutMs);
+  }
+
+  /** Sends until one result comes back (the chain's consumers may still be starting), bounded. */
+  async warmUp(timeoutMs = 60_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await this.roundTrip(5_000);
+        return;
+      } catch (e) {
+        if (Date.now() > until) throw new Error(`${this.edgeId}: the chain did not answer within ${timeoutMs} ms (${(e as Error).message})`);
+      }
+    }
+  }
+}
+
+/**
+ * Raw NATS request/reply: a responder on `to` answers 256-byte requests sent from `from`; returns a
+ * function timing one request (ms). Waits (bounded) until interest has propagated between servers.
+ */
+export async function rawRequestReply(from: NatsConnection, to: NatsConnection, bytes = 256): Promise<{ once(): Promise<number>; close(): void }> {
+  const subject = `bench.rr.${randomBytes(6).toString('hex')}`;
+  const sub = to.subscribe(subject, { callback: (_e, msg) => msg.respond(msg.data) });
+  await to.flush();
+  const payload = randomBytes(bytes);
+  const once = async () => {
+    const t0 = performance.now();
+    await from.request(subject, payload, { timeout: 5_000 });
+    return performance.now() - t0;
+  };
+  for (let i = 0; ; i++) {
+    try {
+      await from.request(subject, payload, { timeout: 500 });
+      break;
+    } catch (e) {
+      if (i > 100) throw new Error(`no responder reachable for the raw request/reply: ${(e as Error).message}`);
+      await sleep(50);
+    }
+  }
+  return { once, close: () => sub.unsubscribe() };
+}
+
+const BIN = fileURLToPath(new URL('../../../bin/ra-mesh.js', import.meta.url));
+
+export interface BenchNodeProcess {
+  readonly id: string;
+  readonly pid: number;
+  output(): string;
+  /** SIGTERM (a clean stop), SIGKILL if it has not exited within 10 s. */
+  stop(): Promise<void>;
+  signal(s: NodeJS.Signals): void;
+}
+
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+/** `ra-mesh up <topology> --only <id> --no-nats` with the given Node.js flags; resolves once it says "is up" (bounded). */
+export async function spawnNode(topologyFile: string, id: string, opts: { nodeArgs?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<BenchNodeProcess> {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), BIN, 'up', topologyFile, '--only', id, '--no-nats'], {
+    env: { ...process.env, RA_MESH_LOG_LEVEL: process.env.RA_MESH_LOG_LEVEL ?? 'error', ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let out = '';
+  child.stdout!.on('data', (d) => (out = (out + d).slice(-20_000)));
+  child.stderr!.on('data', (d) => (out = (out + d).slice(-20_000)));
+  const exited = new Promise<void>((res) => child.once('exit', () => res()));
+  void exited.then(() => children.delete(child));
+  const alive = () => child.exitCode === null && child.signalCode === null;
+  const proc: BenchNodeProcess = {
+    id,
+    pid: child.pid!,
+    output: () => out,
+    signal: (s) => {
+      if (alive()) child.kill(s);
+    },
+    stop: async () => {
+      if (!alive()) return;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+  const until = Date.now() + 60_000;
+  while (!/is up/.test(out)) {
+    if (!alive()) throw new Error(`node ${id} exited before it was up:\n${out}`);
+    if (Date.now() > until) {
+      child.kill('SIGKILL');
+      throw new Error(`node ${id} not up within 60 s:\n${out}`);
+    }
+    await sleep(50);
+  }
+  return proc;
+}

@@ -1,0 +1,163 @@
+// The benchmark suite (npm run bench; not part of the test run). One mesh serves every benchmark:
+// a gateway (hub server) with chains of 0, 1, 2, 4 and 8 relays (leaf server dc-a), each ending in an
+// edge position this process drives, and an ACME edge under the 1-relay chain. Pebble and Caddy's
+// acme_server run next to it for the ACME comparison. Prints one table per benchmark and writes
+// test-artifacts/bench/<name>.json plus summary.json (the targets).
+//
+//   npm run bench                      # everything (about 6-8 minutes on the 2-core machine)
+//   npm run bench -- relay throughput  # a subset: relay, throughput, acme, memory
+//   BENCH_SCALE=0.3 npm run bench      # shorter windows and fewer samples (a smoke run)
+
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '../harness/ports.js';
+import { acmeEdge } from './acme-edge.js';
+import { DC, relayOf, startChainMesh, type ChainMesh } from './lib/chain-mesh.js';
+import { startCaddy, startChallDns, startPebble, runClientHere, selfSignedTls, type AcmePeer, type Proc } from './lib/peers.js';
+import { round, table, writeJson } from './lib/stats.js';
+import { memory } from './memory.js';
+import { relayOverhead } from './relay-overhead.js';
+import { throughput } from './throughput.js';
+
+const ALL = ['relay', 'throughput', 'acme', 'memory'] as const;
+type Bench = (typeof ALL)[number];
+const asked = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const selected = new Set<Bench>(asked.length ? (asked.filter((a) => (ALL as readonly string[]).includes(a)) as Bench[]) : ALL);
+if (asked.some((a) => !(ALL as readonly string[]).includes(a))) {
+  process.stderr.write(`unknown benchmark in ${asked.join(' ')}; choose from ${ALL.join(', ')}\n`);
+  process.exit(2);
+}
+const scale = Number(process.env.BENCH_SCALE ?? 1);
+const S = (n: number, min = 1) => Math.max(min, Math.round(n * scale));
+process.env.RA_MESH_LOG_LEVEL ??= 'error';
+
+const DEPTHS = [0, 1, 2, 4, 8];
+const ACME_EDGE = 'acme-edge';
+const started = Date.now();
+const log = (s: string) => process.stdout.write(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] ${s}\n`);
+
+const work = await mkdtemp(join(tmpdir(), 'ra-mesh-bench-'));
+const stops: Array<() => Promise<void>> = [];
+const summary: Record<string, unknown> = {
+  startedAt: new Date().toISOString(),
+  machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, loadavgAtStart: loadavg().map((l) => round(l, 2)) },
+};
+const texts: string[] = [];
+
+try {
+  const needAcme = selected.has('acme') || selected.has('memory');
+  let dns: { addr: string; proc: Proc } | undefined;
+  let edgeTls: { cert: string; key: string } | undefined;
+  let edgeHttp01 = 0;
+  if (needAcme) {
+    dns = await startChallDns();
+    stops.push(() => dns!.proc.stop());
+    edgeTls = await selfSignedTls(join(work, 'edge-tls'), 'edge');
+    edgeHttp01 = await freePort();
+  }
+  log('starting the mesh (hub + leaf nats-server, gateway and 15 relays as their own processes)');
+  const cm: ChainMesh = await startChainMesh({
+    depths: DEPTHS,
+    extra: needAcme
+      ? [{ id: ACME_EDGE, role: 'edge', dc: DC, segment: 'acme', parent: relayOf(1, 1), acme: { challenges: ['http-01'], resolver: dns!.addr, http01Port: edgeHttp01, tls: { cert: edgeTls!.cert, key: edgeTls!.key } } }]
+      : [],
+  });
+  stops.unshift(() => cm.stop());
+  for (const [, d] of cm.drivers) await d.warmUp();
+  log(`mesh up, every chain answered (${cm.procs.size} node processes)`);
+
+  if (selected.has('relay')) {
+    log('1. relay overhead');
+    const r = await relayOverhead(cm, { depths: DEPTHS, rounds: 3, samplesPerRound: S(100, 10), maxMs: 150_000 });
+    summary.relayOverhead = r.result.target;
+    await done(r);
+  }
+  if (selected.has('throughput')) {
+    log('2. issuance throughput');
+    const r = await throughput(cm, {
+      depths: [0, 1, 4],
+      inFlight: [1, 16, 64],
+      repeats: 3,
+      count: (c) => S(c === 1 ? 60 : c === 16 ? 250 : 400, 10),
+      windowMs: S(4_000, 500),
+      maxMs: 200_000,
+    });
+    summary.throughput = r.result.target;
+    await done(r);
+  }
+  if (selected.has('acme')) {
+    log('3. ACME edge vs Pebble vs Caddy');
+    const pebble = await startPebble(join(work, 'pebble'), dns!.addr);
+    stops.unshift(() => pebble.stop());
+    let caddy: AcmePeer | undefined;
+    try {
+      caddy = await startCaddy(join(work, 'caddy'));
+      stops.unshift(() => caddy!.stop());
+    } catch (e) {
+      log(`Caddy acme_server could not start; compared with Pebble only: ${(e as Error).message.split('\n')[0]}`);
+    }
+    const edge: AcmePeer = {
+      name: 'edge',
+      directory: `https://${cm.m.topology.acme(ACME_EDGE).listen}/acme/directory`,
+      caFile: edgeTls!.cert,
+      http01Port: edgeHttp01,
+      pids: () => [cm.procs.get(ACME_EDGE)!.pid],
+      runClient: (args) => runClientHere(args),
+      stop: async () => undefined,
+    };
+    const meshPids = (): Array<[string, number]> => [
+      [ACME_EDGE, cm.procs.get(ACME_EDGE)!.pid],
+      [relayOf(1, 1), cm.procs.get(relayOf(1, 1))!.pid],
+      ['gw', cm.procs.get('gw')!.pid],
+      ...cm.m.bus.servers.map((s) => [`nats:${s.spec.name}`, s.pid] as [string, number]),
+    ];
+    const r = await acmeEdge({
+      servers: [edge, pebble, ...(caddy ? [caddy] : [])],
+      concurrency: [1, 16],
+      rounds: 3,
+      windowMs: S(5_000, 1_000),
+      maxOrders: 2_000,
+      maxMs: 240_000,
+      cpuPids: (s) => (s.name === 'edge' ? meshPids() : s.pids().map((p) => [s.name, p] as [string, number])),
+    });
+    summary.acmeEdge = r.result.target;
+    await done(r);
+  }
+  if (selected.has('memory')) {
+    log('4. memory at 10,000 outstanding orders');
+    const r = await memory(cm, {
+      outstanding: S(10_000, 100),
+      depth: 1,
+      acme: { directory: `https://${cm.m.topology.acme(ACME_EDGE).listen}/acme/directory`, ca: await readFile(edgeTls!.cert, 'utf8'), http01Port: edgeHttp01 },
+      phaseMs: 90_000,
+      drainMs: S(10_000, 2_000),
+    });
+    summary.memory = { acmePendingOrders: r.result.acmePendingOrders, envelopesQueued: r.result.backlogInRelayStream, rows: r.result.rows };
+    await done(r);
+  }
+} finally {
+  for (const s of stops) await s().catch((e) => log(`stop failed: ${(e as Error).message}`));
+  await rm(work, { recursive: true, force: true });
+}
+
+summary.totalMs = Date.now() - started;
+summary.loadavgAtEnd = loadavg().map((l) => round(l, 2));
+const targets = [
+  ['relay overhead per hop p50 <= 3x raw NATS request/reply', summary.relayOverhead],
+  ['depth-4 throughput >= 70% of depth-1', summary.throughput],
+  ['edge ACME orders/s >= Pebble', summary.acmeEdge],
+].filter(([, v]) => v) as Array<[string, { met: boolean } & Record<string, unknown>]>;
+const t = table(
+  `Targets (run took ${round((Date.now() - started) / 1000, 0)} s; load ${String(summary.machine && (summary.machine as { loadavgAtStart: number[] }).loadavgAtStart[0])} -> ${(summary.loadavgAtEnd as number[])[0]})`,
+  ['target', 'figure', 'met'],
+  targets.map(([name, v]) => [name, JSON.stringify(Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'name' && k !== 'met'))), v.met ? 'yes' : 'NO']),
+);
+process.stdout.write(`${texts.join('\n')}\n${t}\n`);
+log(`wrote ${await writeJson('summary', summary)}`);
+
+async function done(r: { name: string; result: unknown; text: string }): Promise<void> {
+  process.stdout.write(`${r.text}\n`);
+  texts.push(r.text);
+  log(`wrote ${await writeJson(r.name, r.result)}`);
+}

@@ -1,0 +1,133 @@
+// Benchmark 2: issuance throughput (certificates/s) through the mesh with the builtin CA, at 1, 16
+// and 64 envelopes in flight, through chains of 0 (gateway only: the baseline), 1 and 4 relays.
+// Envelopes are signed before each window (the edge's signing is not the mesh's work); each window is
+// bounded by a count and a time. Depths alternate within every repeat, and ratios are taken within a
+// repeat before their median is reported. CPU time of every node process per certificate comes from
+// /proc (user + system), which the machine's other load does not inflate as much as wall time.
+
+import { loadavg } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import type { ChainMesh } from './lib/chain-mesh.js';
+import { cpuMsOf, median, round, table } from './lib/stats.js';
+
+export interface ThroughputOptions {
+  depths: number[];
+  inFlight: number[];
+  repeats: number;
+  /** Most certificates per window: count(inFlight). */
+  count: (inFlight: number) => number;
+  windowMs: number;
+  maxMs: number;
+}
+
+interface Window {
+  depth: number;
+  inFlight: number;
+  certs: number;
+  seconds: number;
+  perSec: number;
+  failed: number;
+  cpuMsPerCert: Record<string, number>;
+}
+
+async function window(cm: ChainMesh, depth: number, inFlight: number, count: number, windowMs: number): Promise<Window> {
+  const drv = cm.drivers.get(depth)!;
+  const envs: Array<{ id: string; jws: string }> = [];
+  for (let i = 0; i < count; i++) envs.push(await drv.envelope());
+  const pids = [...cm.procs.values()].map((p) => [p.id, p.pid] as const).concat(cm.m.bus.servers.map((s) => [`nats:${s.spec.name}`, s.pid] as const));
+  const cpu0 = await Promise.all(pids.map(([, p]) => cpuMsOf(p)));
+  const valid0 = drv.valid;
+  let next = 0;
+  let failed = 0;
+  const t0 = performance.now();
+  const deadline = t0 + windowMs;
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (next < envs.length && performance.now() < deadline) {
+        const e = envs[next++]!;
+        try {
+          await drv.send(e, 60_000);
+        } catch {
+          failed += 1;
+        }
+      }
+    }),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu1 = await Promise.all(pids.map(([, p]) => cpuMsOf(p)));
+  const certs = drv.valid - valid0;
+  const cpuMsPerCert: Record<string, number> = {};
+  // Only the processes of this chain (and the gateway and servers) are listed.
+  const mine = (id: string) => id === 'gw' || id.startsWith('nats:') || id.startsWith(`d${depth}-`);
+  pids.forEach(([id], i) => {
+    if (mine(id) && cpu0[i] !== undefined && cpu1[i] !== undefined) cpuMsPerCert[id] = round((cpu1[i]! - cpu0[i]!) / Math.max(1, certs), 2);
+  });
+  return { depth, inFlight, certs, seconds: round(seconds), perSec: round(certs / seconds, 1), failed, cpuMsPerCert };
+}
+
+export async function throughput(cm: ChainMesh, o: ThroughputOptions) {
+  const started = Date.now();
+  const windows: Window[] = [];
+  const load: number[] = [];
+  for (let r = 0; r < o.repeats && Date.now() - started < o.maxMs; r++) {
+    for (const c of o.inFlight) {
+      const depths = r % 2 ? [...o.depths].reverse() : o.depths;
+      for (const d of depths) windows.push(await window(cm, d, c, o.count(c), o.windowMs));
+    }
+    load.push(loadavg()[0]!);
+  }
+  const repeatsDone = load.length;
+  const rows: Array<Record<string, unknown>> = [];
+  const ratio = (d: number, base: number, c: number) => {
+    const rs: number[] = [];
+    for (let r = 0; r < repeatsDone; r++) {
+      const of = (dd: number) => windows.filter((w) => w.depth === dd && w.inFlight === c)[r];
+      const a = of(d);
+      const b = of(base);
+      if (a && b && b.perSec > 0) rs.push(a.perSec / b.perSec);
+    }
+    return round(median(rs), 2);
+  };
+  for (const c of o.inFlight) {
+    for (const d of o.depths) {
+      const ws = windows.filter((w) => w.depth === d && w.inFlight === c);
+      const cpu: Record<string, number> = {};
+      for (const k of Object.keys(ws[0]?.cpuMsPerCert ?? {})) cpu[k] = round(median(ws.map((w) => w.cpuMsPerCert[k] ?? NaN)), 2);
+      const relays = Object.entries(cpu).filter(([k]) => /-r\d+$/.test(k));
+      rows.push({
+        inFlight: c,
+        depth: d,
+        certsPerSec: round(median(ws.map((w) => w.perSec)), 1),
+        runs: ws.map((w) => w.perSec),
+        certs: ws.reduce((a, w) => a + w.certs, 0),
+        failed: ws.reduce((a, w) => a + w.failed, 0),
+        vsGatewayOnly: ratio(d, o.depths[0]!, c),
+        ...(o.depths.includes(1) && d !== 1 && d > 0 ? { vsDepth1: ratio(d, 1, c) } : {}),
+        cpuMsPerCert: cpu,
+        gatewayCpuMs: cpu.gw,
+        relayCpuMsEach: relays.length ? round(relays.reduce((a, [, v]) => a + v, 0) / relays.length, 2) : 0,
+        natsCpuMs: round((cpu['nats:hub'] ?? 0) + (cpu['nats:dc-a'] ?? 0), 2),
+      });
+    }
+  }
+  const d4vs1 = o.inFlight.map((c) => ratio(4, 1, c));
+  const result = {
+    what: 'certificates/s issued through the mesh (builtin CA), envelopes pre-signed at the edge position',
+    repeats: repeatsDone,
+    loadavg1: load.map((l) => round(l, 2)),
+    rows,
+    target: {
+      name: 'depth-4 chain throughput at least 70% of depth-1',
+      depth4VsDepth1: Object.fromEntries(o.inFlight.map((c, i) => [c, d4vs1[i]])),
+      met: d4vs1.every((x) => x >= 0.7),
+    },
+    windows,
+    ms: Date.now() - started,
+  };
+  const text = table(
+    `2. Issuance throughput, builtin CA (${repeatsDone} repeats, medians; load ${result.loadavg1.join('/')})`,
+    ['in flight', 'depth', 'certs/s', 'runs', 'vs gw-only', 'vs depth 1', 'gw cpu ms/cert', 'relay cpu ms (each)', 'nats cpu ms'],
+    rows.map((r) => [String(r.inFlight), String(r.depth), r.certsPerSec as number, (r.runs as number[]).join(' '), r.vsGatewayOnly as number, (r.vsDepth1 as number | undefined) ?? '', r.gatewayCpuMs as number, r.relayCpuMsEach as number, r.natsCpuMs as number]),
+  ) + `\ndepth 4 / depth 1: ${o.inFlight.map((c, i) => `${c} in flight ${d4vs1[i]}`).join(', ')}`;
+  return { name: 'throughput', result, text };
+}
