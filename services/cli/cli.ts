@@ -7,8 +7,8 @@ usage:
   ra-mesh validate <topology.yaml>           check a topology file and print the chain tree
   ra-mesh up <topology.yaml> [--no-nats] [--only id,id]
                                              start nats-server(s) and the nodes of the topology
-  ra-mesh eab add|list|revoke <topology.yaml> --edge <id> [--key-id <id>] [--label <text>]
-                                             manage an edge's external account binding keys
+  ra-mesh eab add|list|revoke <topology.yaml> --edge <id> [--key-id <id>] [--label <text>] [--policy-file <f>]
+                                             manage an edge's external account binding keys (and account policies)
   ra-mesh nats-config <topology.yaml> [--out <dir>]
                                              write the nats-server configs (node users, subject permissions,
                                              leaf-link logins, TLS) and create missing NATS credentials
@@ -22,6 +22,9 @@ usage:
   ra-mesh compose <topology.yaml> [--out docker-compose.yml] [--check] [--secrets]
                                              docker-compose deployment generated from the topology: a network per
                                              segment (isolated ones internal), volumes, health checks, secrets
+  ra-mesh policy explain --topology <topology.yaml> --edge <id> [--eab-key <id>] <name>... | <csr.pem>
+                                             what each policy layer (account -> edge -> relays -> gateway)
+                                             decides for these names or this CSR, rule by rule
   ra-mesh schema [--write]                   print (or write shared/config/topology.schema.json) the JSON Schema
 `;
 
@@ -45,6 +48,8 @@ export async function runCli(argv: string[]): Promise<number> {
         return await (await import('./commands/top.js')).topCommand(rest);
       case 'compose':
         return await (await import('./commands/compose.js')).composeCommand(rest);
+      case 'policy':
+        return await (await import('./commands/policy.js')).policyCommand(rest);
       case 'schema':
         return await (await import('./commands/schema.js')).schemaCommand(rest);
       case undefined:

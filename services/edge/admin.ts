@@ -28,8 +28,8 @@ export async function startAdminServer(eab: EabStore, storeDir: string, log?: Lo
   });
   app.get('/eab', async () => eab.list());
   app.post('/eab', async (req) => {
-    const body = (req.body ?? {}) as { keyId?: string; label?: string };
-    return eab.add({ ...(body.keyId ? { keyId: body.keyId } : {}), ...(body.label ? { label: body.label } : {}) });
+    const body = (req.body ?? {}) as { keyId?: string; label?: string; policy?: unknown };
+    return eab.add({ ...(body.keyId ? { keyId: body.keyId } : {}), ...(body.label ? { label: body.label } : {}), ...(body.policy !== undefined ? { policy: body.policy } : {}) });
   });
   app.post('/eab/:keyId/revoke', async (req) => eab.revoke((req.params as { keyId: string }).keyId));
   await rm(path, { force: true });

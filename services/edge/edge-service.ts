@@ -25,7 +25,7 @@ import {
 } from '../../shared/envelope/index.js';
 import { RaError } from '../../shared/errors/index.js';
 import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
-import { PolicyLayer } from '../../shared/policy/index.js';
+import { accountLifetimeOf, noteUpstreamRefusal, PolicyLayer } from '../../shared/policy/index.js';
 import { KeyedLock, NodeStore } from '../../shared/store/index.js';
 import { createEdgeLogger, type Logger } from './logger.js';
 import { ACME_PATHS, type AcmeContext } from './acme/context.js';
@@ -231,11 +231,13 @@ export class EdgeService {
     const lifetime = parseDuration(this.ctx.acme.orderLifetime);
     const identifiers = await this.validationRecords(order);
     const acct = (await this.store.accounts.get(order.accountId))!;
+    // The account layer's lifetime rules travel up: the gateway resolves the lifetime from every layer.
+    const accountLifetime = accountLifetimeOf((await this.ctx.eab.policyLayer(acct.eabKeyId))?.policy);
     const payload = newEdgePayload({
       origin: { node: this.nodeId, dc: node.dc, ...(node.segment ? { segment: node.segment } : {}) },
       csr: Buffer.from(csrDer).toString('base64url'),
       identifiers,
-      account: { id: acct.id, eab: acct.eabKeyId, jwkThumbprint: acct.thumbprint },
+      account: { id: acct.id, eab: acct.eabKeyId, jwkThumbprint: acct.thumbprint, ...(accountLifetime ? { lifetime: accountLifetime } : {}) },
       requested: { notBefore: order.notBefore ?? null, notAfter: order.notAfter ?? null },
       renewalOf: await this.renewalOf(order),
       ttlMs: Math.min(parseDuration(this.topology.config.envelope.ttl), lifetime),
@@ -474,6 +476,8 @@ export class EdgeService {
       } else {
         order.status = 'invalid';
         order.error = result.problem ?? new RaError('serverInternal', { detail: 'the mesh refused the request' }).toProblem();
+        // An upstream layer's rate limit: newOrder refuses this account/identifiers/edge early until it refills.
+        noteUpstreamRefusal({ path: this.ctx.layers }, { account: order.accountId, identifiers: order.identifiers, edge: this.nodeId }, result.problem);
         await this.store.db.batch([
           { coll: this.store.orders as never, type: 'put', key: order.id, value: order },
           { coll: this.store.outbox as never, type: 'del', key: result.id },

@@ -23,7 +23,7 @@ import {
 import { RaError, toRaError } from '../../shared/errors/index.js';
 import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
 import { certificateFacts, csrNames, fingerprint, leafDer, parseCsr, pemToDer, type CertificateFacts } from '../../shared/pki/index.js';
-import { enforceRenewal, PolicyLayer, resolveLifetime } from '../../shared/policy/index.js';
+import { accountLifetimeLayer, enforceHop, PolicyLayer, resolveValidity } from '../../shared/policy/index.js';
 import { KeyedLock, NodeStore, type Collection } from '../../shared/store/index.js';
 import { createCas } from './cas/create-cas.js';
 import { isFinalCasError } from './cas/cas-http.js';
@@ -436,11 +436,11 @@ export class GatewayService {
   /** Final checks of the gateway layer, then the one CA call. */
   private async issue(env: VerifiedEnvelope<EdgePayload>, log: Logger): Promise<{ chainPem: string; serial: string; notAfter: Date }> {
     const p = env.payload;
-    const csr = await parseCsr(Buffer.from(p.csr, 'base64url'));
+    const csr = await parseCsr(Buffer.from(p.csr, 'base64url'), { otherNames: true });
     const want = new Set(p.identifiers.map((i) => `${i.type}:${i.value}`));
     const got = new Set(csrNames(csr).map((i) => `${i.type}:${i.value}`));
     // RFC 8555 §7.4: the CSR names exactly the validated identifiers; checked again here (never trust the hop below).
-    if (want.size !== got.size || [...got].some((k) => !want.has(k))) {
+    if (want.size !== got.size || [...got].some((k) => !want.has(k)) || csr.emailAddresses.length + csr.uris.length > 0) {
       throw new RaError('badCSR', { detail: 'the CSR does not name exactly the validated identifiers' });
     }
     const unvalidated = p.identifiers.filter((i) => !i.validation);
@@ -448,12 +448,13 @@ export class GatewayService {
       throw new RaError('unauthorized', { detail: `no validation record for ${unvalidated.map((i) => i.value).join(', ')}` });
     }
     const layer = this.layers.get(this.nodeId)!;
-    layer.enforce(p.identifiers.map(({ type, value }) => ({ type, value })));
-    const renewed = enforceRenewal(layer, p);
+    // This layer on the identifiers, the CSR, the requested validity, the renewal window, then its rate limits.
+    const { renewed } = await enforceHop(layer, p, { csr });
     if (renewed) await this.checkRenewal(p, csr.publicKeySpki, renewed, log);
     const path = this.topology.pathToGateway(p.origin.node);
-    const requestedMs = p.requested.notAfter ? Date.parse(p.requested.notAfter) - (p.requested.notBefore ? Date.parse(p.requested.notBefore) : Date.now()) : undefined;
-    const lifetimeMs = resolveLifetime(path.map((id) => this.topology.node(id).policy), requestedMs);
+    // The lifetime from every layer in evaluation order: account (carried by the edge), edge, relays, gateway.
+    const account = accountLifetimeLayer(p.account);
+    const { lifetimeMs } = resolveValidity([...(account ? [account] : []), ...path.map((id) => ({ name: id, ...this.topology.node(id).policy }))], p.requested);
     const res = await this.callOnce(p.id, 'sign', () => this.timedCas('sign', () => this.cas.createCertificate({
       csrDer: csr.der,
       dnsNames: p.identifiers.filter((i) => i.type === 'dns').map((i) => i.value),

@@ -17,7 +17,7 @@ import {
 } from '../../shared/envelope/index.js';
 import { toRaError } from '../../shared/errors/index.js';
 import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
-import { enforceRenewal, PolicyLayer } from '../../shared/policy/index.js';
+import { enforceHop, PolicyLayer } from '../../shared/policy/index.js';
 import { createRelayLogger, type Logger } from './logger.js';
 
 export interface RelayServiceOptions {
@@ -121,8 +121,8 @@ export class RelayService {
       // Never trust the hop below: this layer is enforced here whatever the edge already checked.
       // Revocations carry no names to judge: the chain was verified above, the policy layer does not apply.
       if (env.payload.kind === 'issue') {
-        this.layer.enforce(env.payload.identifiers.map(({ type, value }) => ({ type, value })));
-        enforceRenewal(this.layer, env.payload);
+        // Identifiers, the CSR, requested validity, renewal window, then this layer's rate limits (shared/policy/hop.ts).
+        await enforceHop(this.layer, env.payload);
       }
     } catch (e) {
       const err = toRaError(e);

@@ -1,6 +1,8 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { DURATION_RE } from './duration.js';
+import { DURATION_RE, parseDuration } from './duration.js';
+import { ruleError, type NameType } from '../policy/names.js';
+import { EC_CURVES, extensionOid, KEY_TYPES, SIGNATURE_ALGORITHMS } from '../policy/csr-rules.js';
 
 // The one source of truth for the topology YAML. The JSON Schema in topology.schema.json is
 // generated from this (`ra-mesh schema --write`) and a unit test keeps the two in step.
@@ -19,28 +21,95 @@ const cidr = z.string().refine((s) => {
   return bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128));
 }, 'an IP address or CIDR range, e.g. 10.0.0.0/8 or fd00::/8');
 
+const extensionRule = z.string().refine((e) => extensionOid(e) !== undefined, 'an extension name (subjectAltName, keyUsage, extKeyUsage, basicConstraints, tlsFeature, ...) or a dotted OID like 1.3.6.1.5.5.7.1.24');
+
+/** One type's name rules; each pattern is checked here so a bad one fails with its YAML path. */
+const ruleList = (type: NameType, what: string) =>
+  z
+    .array(
+      z.string().superRefine((rule, ctx) => {
+        const err = ruleError(type, rule);
+        if (err) ctx.addIssue({ code: 'custom', message: err });
+      }),
+    )
+    .optional()
+    .describe(what);
+
 const nameRules = z
   .object({
-    dns: z.array(z.string()).optional().describe('DNS name patterns; "*.x" matches exactly one label below x'),
-    ip: z.array(z.string()).optional().describe('IP addresses or CIDR ranges, v4 or v6'),
-    email: z.array(z.string()).optional().describe('email addresses or "@domain"'),
-    uri: z.array(z.string()).optional().describe('URI host patterns'),
-    cn: z.array(z.string()).optional().describe('exact common names'),
+    dns: ruleList('dns', 'DNS name patterns: "host.x" exactly, "*.x" exactly one label below x'),
+    ip: ruleList('ip', 'IP addresses or CIDR ranges, v4 or v6'),
+    email: ruleList('email', 'email rules: "user@domain", "domain" or "@domain" (any mailbox there), ".domain" (one label below)'),
+    uri: ruleList('uri', 'URI host patterns, like dns ("host.x", "*.x")'),
+    cn: ruleList('cn', 'exact subject common names (case-insensitive)'),
+  })
+  .strict();
+
+const rateRule = z
+  .object({
+    limit: z.number().int().positive().describe('requests per period'),
+    per: duration.describe('the period, e.g. 1h'),
+    burst: z.number().int().positive().optional().describe('bucket size: how many may come at once (default: limit)'),
   })
   .strict();
 
 export const policySchema = z
   .object({
-    allow: nameRules.optional().describe('names this layer allows; once a type has an allow rule, other names of that type are refused'),
+    allow: nameRules
+      .optional()
+      .describe('names this layer allows; once the layer has an allow rule, names it does not allow are refused (also of types it has no rule for, unless they have deny rules)'),
     deny: nameRules.optional().describe('names this layer refuses; deny wins over allow'),
     allowWildcardNames: z.boolean().default(false).describe('whether wildcard DNS names (*.x) may be requested'),
-    defaultLifetime: duration.optional().describe('certificate lifetime when the request names none'),
-    minLifetime: duration.optional().describe('shortest lifetime this layer accepts'),
-    maxLifetime: duration.optional().describe('longest lifetime this layer accepts; longer requests are capped'),
+    defaultLifetime: duration.optional().describe('certificate lifetime when the request names none (the first layer that sets one, account layer first)'),
+    minLifetime: duration.optional().describe('shortest lifetime this layer accepts (a requested shorter one is refused, a default is raised)'),
+    maxLifetime: duration.optional().describe('longest lifetime this layer accepts (a requested longer one is refused, a default is capped)'),
     maxSans: z.number().int().positive().optional().describe('most subject alternative names in one certificate'),
     renewAfterExpiry: duration.optional().describe('window after expiry in which a device may still renew with its old key'),
+    keys: z
+      .object({
+        types: z.array(z.enum(KEY_TYPES)).min(1).optional().describe('key types a CSR may carry (RSA includes RSA-PSS keys)'),
+        curves: z.array(z.enum(EC_CURVES)).min(1).optional().describe('EC curves a CSR key may use'),
+        rsaMinBits: z.number().int().min(2048).max(8192).optional().describe('smallest RSA modulus in bits'),
+        rsaMaxBits: z.number().int().min(2048).max(8192).optional().describe('largest RSA modulus in bits'),
+      })
+      .strict()
+      .optional()
+      .describe('CSR key rules'),
+    signatureAlgorithms: z
+      .array(z.enum(SIGNATURE_ALGORITHMS))
+      .min(1)
+      .optional()
+      .describe('CSR signature algorithms this layer accepts (Go x509 names, e.g. ECDSA-SHA256, SHA256-RSA, Ed25519)'),
+    extensions: z
+      .object({
+        required: z.array(extensionRule).optional().describe('extensions the CSR must request'),
+        forbidden: z.array(extensionRule).optional().describe('extensions the CSR must not request'),
+      })
+      .strict()
+      .optional()
+      .describe('extensions of the CSR extensionRequest, by name (subjectAltName, keyUsage, extKeyUsage, basicConstraints, tlsFeature, ...) or dotted OID'),
+    rateLimits: z
+      .object({
+        account: rateRule.optional().describe('token bucket per ACME account'),
+        identifier: rateRule.optional().describe('token bucket per identifier (each name of a request takes one token)'),
+        edge: rateRule.optional().describe('token bucket per edge the requests come from'),
+      })
+      .strict()
+      .optional()
+      .describe('rate limits enforced where this layer runs, kept in that node\'s memory (edge: newOrder requests; relay, gateway: issue requests)'),
   })
-  .strict();
+  .strict()
+  .superRefine((p, ctx) => {
+    const ms = (d: string | undefined) => (d === undefined || !DURATION_RE.test(d) ? undefined : parseDuration(d));
+    const [def, min, max] = [ms(p.defaultLifetime), ms(p.minLifetime), ms(p.maxLifetime)];
+    if (min !== undefined && max !== undefined && min > max) ctx.addIssue({ code: 'custom', path: ['minLifetime'], message: `minLifetime ${p.minLifetime} is longer than maxLifetime ${p.maxLifetime}` });
+    if (def !== undefined && max !== undefined && def > max) ctx.addIssue({ code: 'custom', path: ['defaultLifetime'], message: `defaultLifetime ${p.defaultLifetime} is longer than maxLifetime ${p.maxLifetime}` });
+    if (def !== undefined && min !== undefined && def < min) ctx.addIssue({ code: 'custom', path: ['defaultLifetime'], message: `defaultLifetime ${p.defaultLifetime} is shorter than minLifetime ${p.minLifetime}` });
+    const k = p.keys;
+    if (k?.rsaMinBits !== undefined && k.rsaMaxBits !== undefined && k.rsaMinBits > k.rsaMaxBits) {
+      ctx.addIssue({ code: 'custom', path: ['keys', 'rsaMinBits'], message: `rsaMinBits ${k.rsaMinBits} is larger than rsaMaxBits ${k.rsaMaxBits}` });
+    }
+  });
 
 export const acmeSchema = z
   .object({

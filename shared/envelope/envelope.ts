@@ -41,7 +41,11 @@ export interface EdgePayload {
   /** base64url DER. */
   csr: string;
   identifiers: EnvelopeIdentifier[];
-  account: { id: string; eab: string | null; jwkThumbprint: string };
+  /**
+   * `lifetime`: the lifetime rules (durations) of the account layer, the policy bound to the account's
+   * EAB key; absent when there is none. The gateway resolves the certificate lifetime from every layer.
+   */
+  account: { id: string; eab: string | null; jwkThumbprint: string; lifetime?: { default?: string; min?: string; max?: string } };
   requested: { notBefore: string | null; notAfter: string | null };
   /**
    * base64url DER of the certificate this request renews with its key (names validated by method

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DURATION_RE } from '../config/duration.js';
 import type { CrlMessage } from './crl.js';
 import type { EdgePayload, HopRecord, RelayPayload, RevokePayload } from './envelope.js';
 import type { ResultPayload } from './result.js';
@@ -17,6 +18,7 @@ const nodeId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'a node id');
 const base64url = z.string().regex(/^[A-Za-z0-9_-]+$/, 'base64url');
 const seconds = z.int().min(0);
 const millis = z.int().min(0);
+const duration = z.string().regex(DURATION_RE, 'a duration like 90s, 15m, 24h or 7d');
 
 export const jwsHeaderSchema = z.strictObject({
   alg: z.enum(['EdDSA', 'ES256']),
@@ -47,7 +49,13 @@ export const edgePayloadSchema = z
     origin: z.strictObject({ node: nodeId, segment: z.string().min(1).optional(), dc: z.string().min(1) }),
     csr: base64url,
     identifiers: z.array(envelopeIdentifierSchema).min(1).max(1000),
-    account: z.strictObject({ id: z.string().min(1), eab: z.string().min(1).nullable(), jwkThumbprint: z.string().min(1) }),
+    account: z.strictObject({
+      id: z.string().min(1),
+      eab: z.string().min(1).nullable(),
+      jwkThumbprint: z.string().min(1),
+      // The account layer's lifetime rules (policy bound to the EAB key), for the gateway's lifetime.
+      lifetime: z.strictObject({ default: duration.optional(), min: duration.optional(), max: duration.optional() }).optional(),
+    }),
     requested: z.strictObject({ notBefore: z.string().min(1).nullable(), notAfter: z.string().min(1).nullable() }),
     renewalOf: base64url.nullable(),
   })

@@ -23,11 +23,31 @@ export interface CsrInfo {
   ipAddresses: string[];
   /** Subject CN if present (as written in the CSR). */
   commonName?: string;
+  /** SAN rfc822Name entries (only with `otherNames`; otherwise such a CSR is refused). */
+  emailAddresses: string[];
+  /** SAN uniformResourceIdentifier entries (only with `otherNames`; otherwise such a CSR is refused). */
+  uris: string[];
   keyAlgorithm: KeyAlgorithm;
   /** e.g. 'EC P-256', 'RSA 2048', 'RSA-PSS 2048', 'Ed25519'. */
   keyDescription: string;
+  /** RSA modulus length in bits. */
+  keyBits?: number;
+  /** EC curve: 'P-256', 'P-384' or 'P-521'. */
+  curve?: string;
+  /** Signature algorithm in Go's x509 naming: 'ECDSA-SHA256', 'SHA256-RSA', 'SHA256-RSAPSS', 'Ed25519', 'Ed448'. */
+  signatureAlgorithm: string;
+  /** Extensions of the PKCS#9 extensionRequest attribute (RFC 2986 §4.1, RFC 2985 §5.4.2), in order. */
+  extensions: Array<{ oid: string; critical: boolean }>;
   /** SubjectPublicKeyInfo DER. */
   publicKeySpki: Uint8Array;
+}
+
+export interface ParseCsrOptions {
+  /**
+   * Also return SAN email addresses and URIs (for policy checks that judge every name) instead of
+   * refusing them; other SAN types are refused either way.
+   */
+  otherNames?: boolean;
 }
 
 /** One identifier a CSR asks for (RFC 8555 identifier types "dns" and "ip", RFC 8738). */
@@ -56,9 +76,10 @@ function badCsr(detail: string, cause?: unknown): RaError {
  * Throws RaError badCSR when the CSR does not parse, its signature is invalid or uses an
  * unaccepted algorithm (only SHA-256/384/512 hashes, Ed25519, Ed448), its key is RSA below 2048
  * (or above 8192) bits, EC on a curve other than P-256/P-384/P-521, or of another type, it has
- * several subject CNs, or its SAN holds names other than dNSName and iPAddress.
+ * several subject CNs, or its SAN holds names other than dNSName and iPAddress (with `otherNames`:
+ * also rfc822Name and uniformResourceIdentifier, returned for policy checks).
  */
-export async function parseCsr(input: Uint8Array | string): Promise<CsrInfo> {
+export async function parseCsr(input: Uint8Array | string, opts: ParseCsrOptions = {}): Promise<CsrInfo> {
   const der = decodeInput(input);
 
   let parts;
@@ -82,8 +103,8 @@ export async function parseCsr(input: Uint8Array | string): Promise<CsrInfo> {
   } catch (e) {
     throw badCsr('the CSR public key is invalid or of an unsupported type', e);
   }
-  const { keyAlgorithm, keyDescription } = checkKey(key);
-  await verifySignature(req, key, parts.tbs, parts.signature);
+  const { keyAlgorithm, keyDescription, keyBits, curve } = checkKey(key);
+  const signatureAlgorithm = await verifySignature(req, key, parts.tbs, parts.signature);
 
   const commonNames = safe(() => req.subjectName.getField('CN'), 'the CSR subject does not parse');
   if (commonNames.length > 1) throw badCsr('the CSR subject has more than one common name');
@@ -91,6 +112,8 @@ export async function parseCsr(input: Uint8Array | string): Promise<CsrInfo> {
 
   const dnsNames: string[] = [];
   const ipAddresses: string[] = [];
+  const emailAddresses: string[] = [];
+  const uris: string[] = [];
   const extensions = safe(() => req.extensions, 'the CSR extension request does not parse');
   for (const ext of extensions) {
     if (ext.type !== OID_SAN) continue;
@@ -106,13 +129,30 @@ export async function parseCsr(input: Uint8Array | string): Promise<CsrInfo> {
         const ip = ipFromBytes(raw.subarray(tlv.contentStart, tlv.end));
         if (ip === null) throw badCsr('the CSR has an iPAddress name that is neither 4 nor 16 bytes');
         if (!ipAddresses.includes(ip)) ipAddresses.push(ip);
+      } else if (opts.otherNames && gn.type === 'email') {
+        if (!emailAddresses.includes(gn.value)) emailAddresses.push(gn.value);
+      } else if (opts.otherNames && gn.type === 'url') {
+        if (!uris.includes(gn.value)) uris.push(gn.value);
       } else {
         throw badCsr(`the CSR subjectAltName has a name of type "${gn.type}"; only DNS names and IP addresses are supported`);
       }
     }
   }
 
-  const info: CsrInfo = { der, dnsNames, ipAddresses, keyAlgorithm, keyDescription, publicKeySpki: spki };
+  const info: CsrInfo = {
+    der,
+    dnsNames,
+    ipAddresses,
+    emailAddresses,
+    uris,
+    keyAlgorithm,
+    keyDescription,
+    ...(keyBits !== undefined ? { keyBits } : {}),
+    ...(curve !== undefined ? { curve } : {}),
+    signatureAlgorithm,
+    extensions: extensions.map((e) => ({ oid: e.type, critical: e.critical })),
+    publicKeySpki: spki,
+  };
   if (commonName !== undefined) info.commonName = commonName;
   return info;
 }
@@ -183,7 +223,7 @@ function decodeText(text: string): Uint8Array {
   return new Uint8Array(Buffer.from(s.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, ''), 'base64url'));
 }
 
-function checkKey(key: KeyObject): { keyAlgorithm: KeyAlgorithm; keyDescription: string } {
+function checkKey(key: KeyObject): { keyAlgorithm: KeyAlgorithm; keyDescription: string; keyBits?: number; curve?: string } {
   const details = key.asymmetricKeyDetails ?? {};
   switch (key.asymmetricKeyType) {
     case 'rsa':
@@ -194,12 +234,12 @@ function checkKey(key: KeyObject): { keyAlgorithm: KeyAlgorithm; keyDescription:
       if (bits > MAX_RSA_BITS) throw badCsr(`the CSR key is ${label} ${bits} bits; at most ${MAX_RSA_BITS} bits are accepted`);
       const e = details.publicExponent;
       if (e !== undefined && (e < 3n || e % 2n === 0n)) throw badCsr('the CSR RSA key has an invalid public exponent');
-      return { keyAlgorithm: 'RSA', keyDescription: `${label} ${bits}` };
+      return { keyAlgorithm: 'RSA', keyDescription: `${label} ${bits}`, keyBits: bits };
     }
     case 'ec': {
       const curve = EC_CURVES[details.namedCurve ?? ''];
       if (!curve) throw badCsr(`the CSR key is on EC curve ${details.namedCurve ?? '(unnamed)'}; only P-256, P-384 and P-521 are accepted`);
-      return { keyAlgorithm: 'EC', keyDescription: `EC ${curve}` };
+      return { keyAlgorithm: 'EC', keyDescription: `EC ${curve}`, curve };
     }
     case 'ed25519':
       return { keyAlgorithm: 'Ed25519', keyDescription: 'Ed25519' };
@@ -217,12 +257,14 @@ interface WebAlgorithmLike {
   namedCurve?: string;
 }
 
-async function verifySignature(req: Pkcs10CertificateRequest, key: KeyObject, tbs: Uint8Array, signature: Uint8Array): Promise<void> {
+/** Verifies the self-signature; returns the algorithm's name (Go x509 naming, e.g. ECDSA-SHA256). */
+async function verifySignature(req: Pkcs10CertificateRequest, key: KeyObject, tbs: Uint8Array, signature: Uint8Array): Promise<string> {
   const alg = safe(() => req.signatureAlgorithm as unknown as WebAlgorithmLike, 'the CSR signature algorithm is not supported');
   const hashName = typeof alg.hash === 'string' ? alg.hash : alg.hash?.name;
   const keyType = key.asymmetricKeyType;
   let digest: string | null = null;
   let keyParams: Parameters<typeof cryptoVerify>[2] = key;
+  let name: string;
 
   const needHash = (): string => {
     const h = hashName ? HASHES[hashName.toUpperCase()] : undefined;
@@ -238,24 +280,29 @@ async function verifySignature(req: Pkcs10CertificateRequest, key: KeyObject, tb
       needKey('rsa');
       digest = needHash();
       keyParams = { key, padding: cryptoConstants.RSA_PKCS1_PADDING };
+      name = `${digest.toUpperCase()}-RSA`;
       break;
     case 'RSA-PSS':
       needKey('rsa', 'rsa-pss');
       digest = needHash();
       keyParams = { key, padding: cryptoConstants.RSA_PKCS1_PSS_PADDING, saltLength: alg.saltLength ?? 20 };
+      name = `${digest.toUpperCase()}-RSAPSS`;
       break;
     case 'ECDSA':
       needKey('ec');
       digest = needHash();
       keyParams = { key, dsaEncoding: 'der' };
+      name = `ECDSA-${digest.toUpperCase()}`;
       break;
     case 'Ed25519':
       needKey('ed25519');
+      name = 'Ed25519';
       break;
     case 'EdDSA':
       if (alg.namedCurve === 'Ed448') needKey('ed448');
       else if (alg.namedCurve === 'Ed25519') needKey('ed25519');
       else throw badCsr('the CSR signature algorithm is not supported');
+      name = alg.namedCurve;
       break;
     default:
       throw badCsr(`the CSR signature algorithm ${alg?.name ?? '(unknown)'} is not supported`);
@@ -269,4 +316,5 @@ async function verifySignature(req: Pkcs10CertificateRequest, key: KeyObject, tb
     }
   });
   if (!ok) throw badCsr('the CSR signature is invalid');
+  return name;
 }

@@ -4,6 +4,7 @@ import { certificateFacts, csrNames, leafDer, parseCsr } from '../../../shared/p
 import type { AcmeContext } from './context.js';
 import { orderUrl } from './context.js';
 import { identifierKey } from './identifiers.js';
+import { enforceCsrAtEdge } from '../../../shared/policy/index.js';
 import { requireOwner, verifyAcmeRequest } from './jws.js';
 import { refreshOrder } from './order.js';
 import { orderView } from './views.js';
@@ -23,7 +24,7 @@ export function registerFinalize(app: FastifyInstance, ctx: AcmeContext): void {
       if (typeof r.payload?.csr !== 'string' || !/^[A-Za-z0-9_-]+$/.test(r.payload.csr)) {
         throw new RaError('malformed', { detail: 'finalize needs "csr": the base64url DER of a PKCS#10 request' });
       }
-      const csr = await parseCsr(Buffer.from(r.payload.csr as string, 'base64url'));
+      const csr = await parseCsr(Buffer.from(r.payload.csr as string, 'base64url'), { otherNames: true });
       // RFC 8555 §7.4: the CSR must name exactly the identifiers of the order.
       const want = new Set(o.identifiers.map(identifierKey));
       const got = new Set(csrNames(csr).map(identifierKey));
@@ -36,6 +37,14 @@ export function registerFinalize(app: FastifyInstance, ctx: AcmeContext): void {
             (extra.length ? `; not in the order: ${extra.map((k) => k.slice(k.indexOf(':') + 1)).join(', ')}` : '') +
             (missing.length ? `; missing from the CSR: ${missing.map((k) => k.slice(k.indexOf(':') + 1)).join(', ')}` : ''),
         });
+      }
+      // Every layer this edge can see judges the CSR (key, signature algorithm, extensions, maxSans, every
+      // SAN and the subject CN), account layer first; each upstream hop judges it again by its own layer.
+      enforceCsrAtEdge({ account: await ctx.eab.policyLayer(r.account!.eabKeyId), path: ctx.layers }, csr);
+      // RFC 8555 §7.4: only names the order validated; email and URI names are no ACME identifiers here.
+      const other = [...csr.emailAddresses, ...csr.uris];
+      if (other.length > 0) {
+        throw new RaError('badCSR', { detail: `the CSR asks for names that are not identifiers of the order: ${other.join(', ')}` });
       }
       if (o.replaces?.renewal) {
         // Renewal with the old key: the CSR, signed with it, proves possession (renewal.ts).

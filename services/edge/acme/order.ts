@@ -5,6 +5,7 @@ import { parseDuration } from '../../../shared/config/index.js';
 import type { AcmeContext } from './context.js';
 import { orderUrl } from './context.js';
 import { normalizeIdentifiers } from './identifiers.js';
+import { admitOrderAtEdge, enforceOrderAtEdge, rateLimitOf, type EdgeLayers } from '../../../shared/policy/index.js';
 import { findReplaced, renewalAllowed } from './renewal.js';
 import { requireOwner, requirePostAsGet, verifyAcmeRequest } from './jws.js';
 import type { AuthzRecord, ChallengeRecord, ChallengeType, OrderRecord } from './records.js';
@@ -71,9 +72,13 @@ export function registerOrder(app: FastifyInstance, ctx: AcmeContext): void {
     if (notBefore && notAfter && Date.parse(notAfter) <= Date.parse(notBefore)) {
       throw new RaError('malformed', { detail: 'notAfter must be later than notBefore' });
     }
-    // Every layer this edge can see is checked now, so a client is refused early; each upstream
-    // hop enforces its own layer again when the envelope reaches it.
-    for (const layer of ctx.layers) layer.enforce(identifiers);
+    const now = Date.now();
+    if (notAfter && Date.parse(notAfter) <= now) throw new RaError('malformed', { detail: 'notAfter must be in the future' });
+    // Every layer this edge can see is checked now, in evaluation order (the account layer bound to the
+    // account's EAB key, this edge, each relay, the gateway), so a client is refused early; each
+    // upstream hop enforces its own layer again when the envelope reaches it.
+    const layers: EdgeLayers = { account: await ctx.eab.policyLayer(r.account!.eabKeyId), path: ctx.layers };
+    enforceOrderAtEdge(layers, identifiers, { notBefore: notBefore ?? null, notAfter: notAfter ?? null }, now);
     // RFC 9773 §5: the certificate this order replaces; possibly a renewal with the old key (renewal.ts).
     const replaced = r.payload.replaces === undefined ? undefined : await findReplaced(ctx, r.payload.replaces, r.account!.id);
     const renewal = replaced !== undefined && renewalAllowed(ctx, replaced, identifiers);
@@ -91,7 +96,10 @@ export function registerOrder(app: FastifyInstance, ctx: AcmeContext): void {
       });
     }
 
-    const now = Date.now();
+    // Rate limits last, so an order refused above takes no token: what an upstream layer reported of
+    // its limits, then the account layer's and this edge's own buckets (RFC 8555 §6.7 rateLimited, 429).
+    admitOrderAtEdge(layers, { account: r.account!.id, identifiers, edge: ctx.nodeId }, now);
+
     const orderLifetime = parseDuration(ctx.acme.orderLifetime);
     const authzs: AuthzRecord[] = [];
     const challenges: ChallengeRecord[] = [];
@@ -157,6 +165,9 @@ export function registerOrder(app: FastifyInstance, ctx: AcmeContext): void {
     const fresh = await ctx.locks.run(`order:${id}`, async () => refreshOrder(ctx, (await ctx.store.orders.get(id))!));
     // RFC 8555 §7.4: while the order is processing, Retry-After tells the client when to poll again.
     if (fresh.status === 'processing') reply.header('Retry-After', String(ctx.acme.retryAfter));
+    // RFC 8555 §6.7 rateLimited from an upstream layer: its Retry-After (RFC 9110 §10.2.3) goes with the invalid order.
+    const limited = fresh.status === 'invalid' ? rateLimitOf(fresh.error) : undefined;
+    if (limited) reply.header('Retry-After', String(Math.max(1, limited.retryAfter)));
     return reply.code(200).send(orderView(ctx, fresh));
   });
 }
