@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 tools=(
   nats-server:nats-server lego:lego certbot:certbot openssl:openssl
   pebble-challtestsrv:pebble caddy:caddy dehydrated:dehydrated uacme:uacme unshare:util-linux
-  go:golang-go chromium:chromium script:bsdutils
+  go:golang-go chromium:chromium script:bsdutils scepclient:scep
   docker-compose:docker-compose ip:iproute2
 )
 need=()

@@ -9,6 +9,8 @@ usage:
                                              start nats-server(s) and the nodes of the topology
   ra-mesh eab add|list|revoke <topology.yaml> --edge <id> [--key-id <id>] [--label <text>] [--policy-file <f>]
                                              manage an edge's external account binding keys (and account policies)
+  ra-mesh scep otp add|list|revoke <topology.yaml> --edge <id> [--count <n>] [--label <text>] [--ttl <d>]
+                                             one-time SCEP challenge passwords of an edge (each enrolls one device)
   ra-mesh nats-config <topology.yaml> [--out <dir>]
                                              write the nats-server configs (node users, subject permissions,
                                              leaf-link logins, TLS) and create missing NATS credentials
@@ -38,6 +40,8 @@ export async function runCli(argv: string[]): Promise<number> {
         return await (await import('./commands/up.js')).upCommand(rest);
       case 'eab':
         return await (await import('./commands/eab.js')).eabCommand(rest);
+      case 'scep':
+        return await (await import('./commands/scep.js')).scepCommand(rest);
       case 'nats-config':
         return await (await import('./commands/nats-config.js')).natsConfigCommand(rest);
       case 'keys':

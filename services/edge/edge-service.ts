@@ -38,6 +38,7 @@ import { pruneExpired } from './acme/prune.js';
 import { loadOrCreateEdgeTls } from './tls.js';
 import { EabStore } from './eab/eab-store.js';
 import { startAdminServer } from './admin.js';
+import { EdgeScep } from './scep/scep-service.js';
 import { SegmentResolver } from './validation/resolver.js';
 import { http01Validator } from './validation/http-01.js';
 import { dns01Validator } from './validation/dns-01.js';
@@ -98,9 +99,31 @@ export class EdgeService {
     private readonly retransmitMs: number,
   ) {
     this.revocations = new EdgeRevocations(nodeId, topology, store, key, ctx.locks, log, (id, jws) => this.publishUp(id, jws), retransmitMs);
+    const scep = topology.node(nodeId).scep;
+    this.scep = scep
+      ? new EdgeScep({
+          nodeId,
+          topology,
+          config: scep,
+          acme: store,
+          key,
+          locks: ctx.locks,
+          log: log.child({ protocol: 'scep' }),
+          layers: ctx.layers,
+          publish: (id, jws) => this.publishUp(id, jws),
+          findCertificate: (der) => this.revocations.findByDer(der),
+          revokeLate: async (certificate, jwkThumbprint) => {
+            await this.revocations.enqueue({ certificate, reason: 5, requester: { method: 'issuer-account', account: certificate.accountId, jwkThumbprint } });
+          },
+          metrics: this.metrics,
+          retransmitMs,
+        })
+      : undefined;
   }
 
   private readonly revocations: EdgeRevocations;
+  /** SCEP enrollment (RFC 8894, services/edge/scep/), when the topology gives this edge a scep block. */
+  readonly scep: EdgeScep | undefined;
 
   static async create(opts: EdgeServiceOptions): Promise<EdgeService> {
     const { topology, nodeId } = opts;
@@ -194,7 +217,8 @@ export class EdgeService {
     this.app = buildAcmeServer(this.ctx, this.tls, this.metrics);
     const [host, port] = splitHostPort(this.ctx.acme.listen);
     this.listening = await this.app.listen({ host, port });
-    this.admin = await startAdminServer(this.ctx.eab, this.topology.storeDir(this.nodeId), this.log);
+    this.admin = await startAdminServer(this.ctx.eab, this.topology.storeDir(this.nodeId), this.log, this.scep?.store);
+    await this.scep?.start();
     this.timer = setInterval(() => void this.sweep(), Math.min(1000, this.retransmitMs));
     this.timer.unref();
     this.log.info({ directory: this.directoryUrl, listen: this.listening, tlsCert: this.tls.certFile, parent: this.parent }, 'edge started');
@@ -205,6 +229,7 @@ export class EdgeService {
     if (this.timer) clearInterval(this.timer);
     await this.app?.close();
     await this.admin?.close();
+    await this.scep?.stop();
     this.sub?.unsubscribe();
     if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
     // A sweep may be mid-flight; wait for it before closing the store.
@@ -365,6 +390,7 @@ export class EdgeService {
       }
       this.outboxSize = size;
       await this.revocations.sweep(now, parseDuration(this.ctx.acme.orderLifetime));
+      await this.scep?.sweep(now);
       await this.pruneIfDue(now);
     } catch (e) {
       this.log.error({ err: e }, 'outbox sweep failed');
@@ -433,6 +459,7 @@ export class EdgeService {
     }
     if (result.kind === 'revoke') return this.revocations.onResult(result);
     this.metrics.resultsReceived.inc({ status: result.status, by: result.gateway.node });
+    if (this.scep && (await this.scep.onResult(result))) return;
     const log = this.log.child({ envelopeId: result.id });
     const orderId = await this.store.orderByEnvelope.get(result.id);
     if (!orderId) return log.warn('result for an unknown envelope dropped');

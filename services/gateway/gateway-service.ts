@@ -24,6 +24,7 @@ import { RaError, toRaError } from '../../shared/errors/index.js';
 import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
 import { certificateFacts, csrNames, fingerprint, leafDer, parseCsr, pemToDer, type CertificateFacts } from '../../shared/pki/index.js';
 import { accountLifetimeLayer, enforceHop, PolicyLayer, resolveValidity } from '../../shared/policy/index.js';
+import { enforceValidationMethods } from '../../shared/envelope/validation-methods.js';
 import { KeyedLock, NodeStore, type Collection } from '../../shared/store/index.js';
 import { createCas } from './cas/create-cas.js';
 import { isFinalCasError } from './cas/cas-http.js';
@@ -450,6 +451,8 @@ export class GatewayService {
     const layer = this.layers.get(this.nodeId)!;
     // This layer on the identifiers, the CSR, the requested validity, the renewal window, then its rate limits.
     const { renewed } = await enforceHop(layer, p, { csr });
+    // SCEP validation methods only from edges the topology gives a scep block.
+    enforceValidationMethods(this.topology, p);
     if (renewed) await this.checkRenewal(p, csr.publicKeySpki, renewed, log);
     const path = this.topology.pathToGateway(p.origin.node);
     // The lifetime from every layer in evaluation order: account (carried by the edge), edge, relays, gateway.

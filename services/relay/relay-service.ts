@@ -18,6 +18,7 @@ import {
 import { toRaError } from '../../shared/errors/index.js';
 import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
 import { enforceHop, PolicyLayer } from '../../shared/policy/index.js';
+import { enforceValidationMethods } from '../../shared/envelope/validation-methods.js';
 import { createRelayLogger, type Logger } from './logger.js';
 
 export interface RelayServiceOptions {
@@ -123,6 +124,8 @@ export class RelayService {
       if (env.payload.kind === 'issue') {
         // Identifiers, the CSR, requested validity, renewal window, then this layer's rate limits (shared/policy/hop.ts).
         await enforceHop(this.layer, env.payload);
+        // SCEP validation methods only from edges the topology gives a scep block.
+        enforceValidationMethods(this.topology, env.payload);
       }
     } catch (e) {
       const err = toRaError(e);

@@ -154,6 +154,35 @@ export const acmeSchema = z
   })
   .strict();
 
+// SCEP (RFC 8894) at an edge, for devices that cannot speak ACME (services/edge/scep/).
+export const scepSchema = z
+  .object({
+    listen: hostPort
+      .default('127.0.0.1:8089')
+      .describe('plain-HTTP listener serving /scep (RFC 8894 §4.1: the messages themselves are CMS-protected) and GET /crl'),
+    raName: z
+      .string()
+      .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'a lower-case DNS name, e.g. scep-ra.iot-a.corp.example')
+      .describe('DNS name of the SCEP RA certificate the edge requests from the mesh CA at first start (every policy layer on its path must allow it)'),
+    raLifetime: duration
+      .default('30d')
+      .describe('lifetime asked for the RA certificate (capped by every maxLifetime); a new one is requested after two thirds of it'),
+    challengePasswordFile: z
+      .string()
+      .optional()
+      .describe("file holding the segment's challenge password (read on every request; relative to the topology file)"),
+    oneTimePasswords: z.boolean().default(true).describe('accept one-time challenge passwords made by `ra-mesh scep otp add` (each enrolls one device)'),
+    legacyCrypto: z
+      .boolean()
+      .default(false)
+      .describe('also accept single-DES content encryption and SHA-1 message signatures (micromdm scepclient 2.1.0 sends them); replies never use DES'),
+    resultWait: duration.default('2s').describe('how long PKIOperation waits for the answer from the mesh before replying PENDING'),
+    pendingLifetime: duration
+      .default('7d')
+      .describe('how long a PENDING request waits for the mesh before it fails; nothing is issued for it after that'),
+  })
+  .strict();
+
 const sha256Hex = z.string().regex(/^[0-9a-fA-F]{64}$/, 'a SHA-256 fingerprint: 64 hex digits');
 const httpsUrl = z.string().url().refine((u) => /^https?:\/\//.test(u), 'an http(s) URL');
 const casTimeout = duration.default('15s').describe('timeout of one call to the CA service');
@@ -284,6 +313,7 @@ export const nodeSchema = z
       .describe('pinned signing keys of this node (thumbprints, as `ra-mesh keys list` prints): other keys in the keys folder are refused'),
     policy: policySchema.default({ allowWildcardNames: false }).describe('this node’s issuance policy layer'),
     acme: acmeSchema.optional().describe('ACME server settings (edge only)'),
+    scep: scepSchema.optional().describe('SCEP enrollment (RFC 8894) for devices that cannot speak ACME (edge only)'),
     cas: casSchema.optional().describe('CA service (gateway only; default builtin)'),
   })
   .strict();
@@ -388,6 +418,7 @@ export const topologySchema = z
         }
       }
       if (n.acme && n.role !== 'edge') ctx.addIssue({ code: 'custom', path: ['nodes', i, 'acme'], message: 'only edge nodes serve ACME' });
+      if (n.scep && n.role !== 'edge') ctx.addIssue({ code: 'custom', path: ['nodes', i, 'scep'], message: 'only edge nodes serve SCEP' });
       if (n.cas && n.role !== 'gateway') ctx.addIssue({ code: 'custom', path: ['nodes', i, 'cas'], message: 'only the gateway calls a CA service' });
       if (n.http && n.role !== 'gateway') ctx.addIssue({ code: 'custom', path: ['nodes', i, 'http'], message: 'only the gateway serves HTTP' });
     });
@@ -420,6 +451,7 @@ export type TopologyConfig = z.infer<typeof topologySchema>;
 export type NodeConfig = z.infer<typeof nodeSchema>;
 export type PolicyConfig = z.infer<typeof policySchema>;
 export type AcmeConfig = z.infer<typeof acmeSchema>;
+export type ScepConfig = z.infer<typeof scepSchema>;
 export type CasConfig = z.infer<typeof casSchema>;
 export type CasConfigOf<T extends CasConfig['type']> = Extract<CasConfig, { type: T }>;
 export type NodeRole = NodeConfig['role'];

@@ -13,11 +13,18 @@ import { CRL_REASONS, describeIssues, edgePayloadSchema, relayPayloadSchema, rev
 export const ENVELOPE_TYP = 'ra-mesh+jws';
 
 export interface ValidationRecord {
-  /** The challenge that validated the name, or 'renewal': granted by `renewalOf` (renewal with the old key). */
-  method: 'http-01' | 'dns-01' | 'tls-alpn-01' | 'renewal';
+  /**
+   * The challenge that validated the name; 'renewal': granted by `renewalOf` (renewal with the old key);
+   * 'scep-challenge': a SCEP device's challenge password (RFC 8894 §2.3); 'scep-ra': the edge's own
+   * SCEP RA certificate, for the name its topology node gives as scep.raName.
+   */
+  method: 'http-01' | 'dns-01' | 'tls-alpn-01' | 'renewal' | 'scep-challenge' | 'scep-ra';
   /** ISO time the challenge was validated (the renewal was granted). */
   at: string;
-  /** The address validation reached ("serial:<hex>" of the renewed certificate for 'renewal'). */
+  /**
+   * The address validation reached; "serial:<hex>" of the renewed certificate for 'renewal'; for
+   * 'scep-challenge' which password ("segment" or "otp:<id>"); "node:<edge>" for 'scep-ra'.
+   */
   from?: string;
 }
 

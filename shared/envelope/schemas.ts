@@ -27,7 +27,9 @@ export const jwsHeaderSchema = z.strictObject({
 });
 
 export const validationRecordSchema = z.strictObject({
-  method: z.enum(['http-01', 'dns-01', 'tls-alpn-01', 'renewal']),
+  // 'scep-challenge' and 'scep-ra' are accepted only from edges whose topology node has a scep block
+  // (checked by every relay and the gateway: validation-methods.ts).
+  method: z.enum(['http-01', 'dns-01', 'tls-alpn-01', 'renewal', 'scep-challenge', 'scep-ra']),
   at: z.string().min(1).max(64),
   from: z.string().min(1).max(300).optional(),
 });

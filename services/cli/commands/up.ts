@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { loadTopology } from '../../../shared/config/index.js';
 import { createLogger } from '../../../shared/logging/logger.js';
@@ -26,6 +27,10 @@ export async function upCommand(args: string[]): Promise<number> {
     for (const fp of mesh.gateway.rootFingerprints) lines.push(`    root SHA-256 fingerprint ${fp}`);
   }
   for (const [id, e] of mesh.edges) lines.push(`  edge ${id}: ACME directory ${e.directoryUrl} (TLS certificate: ${e.tlsCertFile})`);
+  for (const [id, e] of mesh.edges) {
+    const ra = e.scep?.ra.current;
+    if (e.scep) lines.push(`  edge ${id}: SCEP ${e.scep.url} (${ra ? `RA certificate SHA-256 ${createHash('sha256').update(ra.cert).digest('hex')}` : 'RA certificate requested from the mesh CA; GetCACert serves it once issued'})`);
+  }
   lines.push('press Ctrl-C to stop');
   process.stdout.write(lines.join('\n') + '\n');
   await new Promise<void>((resolve) => {
