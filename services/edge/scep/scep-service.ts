@@ -7,7 +7,7 @@ import { scepAccountId, scepRaAccountId } from '../../../shared/envelope/validat
 import { RaError, toRaError } from '../../../shared/errors/index.js';
 import type { NodeMetrics } from '../../../shared/metrics/node-metrics.js';
 import { certificateFacts, csrNames, derToPem, leafDer, leafSerial, parseCsr, pemToDer, x509, type CsrInfo } from '../../../shared/pki/index.js';
-import type { PolicyLayer } from '../../../shared/policy/index.js';
+import { admitOrderAtEdge, enforceCsrAtEdge, enforceOrderAtEdge, noteUpstreamRefusal, type PolicyLayer } from '../../../shared/policy/index.js';
 import type { KeyedLock } from '../../../shared/store/index.js';
 import type { AcmeStore, CertificateRecord } from '../acme/records.js';
 import type { Logger } from '../logger.js';
@@ -313,12 +313,17 @@ export class EdgeScep {
     for (const w of [...(this.waiters.get(key) ?? [])]) w();
   }
 
-  /** The names a device's CSR asks for, checked against every layer of the path here (refused early). */
+  /**
+   * The names a device's CSR asks for. Every layer of the path judges them and the CSR here, as for an
+   * ACME order at newOrder and finalize (shared/policy/edge.ts), so a device is refused at once; each
+   * hop upstream judges its own layer again.
+   */
   private names(csr: CsrInfo): Array<{ type: 'dns' | 'ip'; value: string }> {
     const names = csrNames(csr).map((n) => ({ type: n.type as 'dns' | 'ip', value: n.value }));
     if (names.length === 0) throw new Refusal('badRequest', 'the certificate request names nothing: give the device a DNS name or IP address as CN or subjectAltName');
     try {
-      for (const layer of this.d.layers) layer.enforce(names);
+      enforceOrderAtEdge({ path: this.d.layers }, names, { notBefore: null, notAfter: null });
+      enforceCsrAtEdge({ path: this.d.layers }, csr);
     } catch (e) {
       throw new Refusal('badRequest', toRaError(e).detail);
     }
@@ -430,6 +435,13 @@ export class EdgeScep {
     log: Logger;
   }): Promise<ScepTransactionRecord> {
     const now = Date.now();
+    // Last, so a request refused above takes no token: the edge layer's rate limits (and what upstream
+    // layers reported of theirs) for the edge's SCEP account, these names and this edge.
+    try {
+      admitOrderAtEdge({ path: this.d.layers }, { account: scepAccountId(this.d.nodeId), identifiers: s.names, edge: this.d.nodeId }, now);
+    } catch (e) {
+      throw new Refusal('badRequest', toRaError(e).detail);
+    }
     const lifetime = parseDuration(this.cfg.pendingLifetime);
     const payload = newEdgePayload({
       origin: this.origin(),
@@ -568,6 +580,8 @@ export class EdgeScep {
         log.info({ transactionId: rec.transactionId, serial, totalMs: total }, 'SCEP certificate received');
       } else {
         const detail = result.problem?.detail ?? 'the mesh refused the request';
+        // An upstream layer's rate limit: the edge refuses this account/names/edge early until it refills.
+        noteUpstreamRefusal({ path: this.d.layers }, { account: scepAccountId(this.d.nodeId), identifiers: rec.names, edge: this.d.nodeId }, result.problem);
         await this.fail(rec, 'badRequest', `refused by ${result.gateway.node}: ${detail}`, [{ coll: this.store.outbox as never, type: 'del', key: result.id }]);
         this.d.metrics?.issuance('invalid', total);
         log.info({ transactionId: rec.transactionId, problem: result.problem?.type, detail, by: result.gateway.node }, 'SCEP request refused upstream');
