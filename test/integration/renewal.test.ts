@@ -13,7 +13,7 @@ import { readTlv, x509 } from '../../shared/pki/index.js';
 import { httpsFetch, TestAcmeClient } from '../harness/acme-client.js';
 import { startTestMesh, type TestMesh } from '../harness/mesh.js';
 import { freePort } from '../harness/ports.js';
-import { httpGet, pemCerts } from '../harness/tools.js';
+import { pemCerts } from '../harness/tools.js';
 
 // Renewal after expiry with the old key (policy renewAfterExpiry), on RFC 9773's newOrder "replaces":
 // within every layer's window an order that replaces an expired certificate of the same account is
@@ -56,7 +56,6 @@ describe('integration: renewal after expiry with the old key', { timeout: 180_00
   let m: TestMesh;
   let ca: Record<string, string>;
   let http01Port: number;
-  let root: string;
   let ring: KeyRing;
   const conns: NatsConnection[] = [];
   const results = new Map<string, ResultPayload>();
@@ -77,7 +76,6 @@ describe('integration: renewal after expiry with the old key', { timeout: 180_00
       ],
     });
     ca = { 'edge-a': await readFile(m.edgeTlsCert('edge-a'), 'utf8'), 'edge-s': await readFile(m.edgeTlsCert('edge-s'), 'utf8') };
-    root = await httpGet(m.rootsUrl());
     ring = await KeyRing.fromDir(m.topology.keysDir(), m.topology.nodes.map((n) => n.id));
   });
 
@@ -174,8 +172,7 @@ describe('integration: renewal after expiry with the old key', { timeout: 180_00
     assert.ok(Buffer.from(renewed.publicKey.rawData).equals(Buffer.from(first.leaf.publicKey.rawData)), 'same key');
     assert.ok(renewed.notAfter > first.leaf.notAfter);
     assert.notEqual(renewed.serialNumber, first.leaf.serialNumber);
-    assert.ok(await renewed.verify({ publicKey: await pemCerts(first.chain)[1]!.publicKey.export() }), 'signed by the mesh CA');
-    assert.ok(root.includes('BEGIN CERTIFICATE'));
+    assert.ok(await renewed.verify({ publicKey: await pemCerts(first.chain)[1]!.publicKey.export(), signatureOnly: true }), 'signed by the mesh CA');
   });
 
   test('fail/a certificate replaced by a finalized order cannot be replaced again (RFC 9773 alreadyReplaced)', async () => {
