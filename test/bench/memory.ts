@@ -138,7 +138,7 @@ export async function memory(cm: ChainMesh, o: MemoryOptions) {
   };
   const text = table(
     `4. Memory (RSS MB): ${acmeCreated} pending ACME orders at the edge; ${published} envelopes queued for the gateway (stopped), then ${o.drainMs / 1000} s of draining (${issuedDuringDrain} answered)`,
-    ['node', 'idle', ...(o.acme ? ['10k ACME orders (peak)', 'after'] : []), 'backlog (peak)', 'draining (peak)'],
+    ['node', 'idle', ...(o.acme ? [`${acmeCreated} ACME orders (peak)`, 'after'] : []), `${published} queued (peak)`, 'draining (peak)'],
     rows.map((r) => [r.node, r.idleMB, ...(o.acme ? [r.acmeOrdersPeakMB!, r.afterAcmeMB!] : []), r.backlogPeakMB, r.drainPeakMB]),
   );
   return { name: 'memory', result, text };

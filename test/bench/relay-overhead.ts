@@ -78,6 +78,9 @@ export async function relayOverhead(cm: ChainMesh, o: RelayOverheadOptions) {
       p50Ms: round(med(n, 'p50')),
       p99Ms: round(med(n, 'p99')),
       pooledP99Ms: round(quantile(pooled[n]!, 0.99)),
+      maxMs: round(Math.max(...pooled[n]!)),
+      /** Round trips over 5 s (a message waiting out ackWait would show here). */
+      stalls: pooled[n]!.filter((x) => x > 5_000).length,
       p50VsRawHub: round(med(n, 'p50') / rawHub, 2),
       p99VsRawHub: round(med(n, 'p99') / rawHubP99, 2),
       ...(d ? { perHopP50Ms: round(perHop(d, 'p50')), perHopP99Ms: round(perHop(d, 'p99')), perHopP50VsRawLeaf: round(perHop(d, 'p50') / rawLeaf, 2), perHopP99VsRawLeafP99: round(perHop(d, 'p99') / rawLeafP99, 2) } : {}),

@@ -5,7 +5,7 @@
 // test-artifacts/bench/<name>.json plus summary.json (the targets).
 //
 //   npm run bench                      # everything (about 6-8 minutes on the 2-core machine)
-//   npm run bench -- relay throughput  # a subset: relay, throughput, acme, memory
+//   npm run bench -- relay throughput  # a subset: crypto, relay, throughput, acme, memory
 //   BENCH_SCALE=0.3 npm run bench      # shorter windows and fewer samples (a smoke run)
 
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -13,6 +13,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../harness/ports.js';
 import { acmeEdge } from './acme-edge.js';
+import { cryptoBench } from './crypto.js';
 import { DC, relayOf, startChainMesh, type ChainMesh } from './lib/chain-mesh.js';
 import { startCaddy, startChallDns, startPebble, runClientHere, selfSignedTls, type AcmePeer, type Proc } from './lib/peers.js';
 import { round, table, writeJson } from './lib/stats.js';
@@ -20,7 +21,10 @@ import { memory } from './memory.js';
 import { relayOverhead } from './relay-overhead.js';
 import { throughput } from './throughput.js';
 
-const ALL = ['relay', 'throughput', 'acme', 'memory'] as const;
+/** Thrown to skip the mesh when only in-process benchmarks were asked for. */
+class Done extends Error {}
+
+const ALL = ['crypto', 'relay', 'throughput', 'acme', 'memory'] as const;
 type Bench = (typeof ALL)[number];
 const asked = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const selected = new Set<Bench>(asked.length ? (asked.filter((a) => (ALL as readonly string[]).includes(a)) as Bench[]) : ALL);
@@ -43,9 +47,14 @@ const summary: Record<string, unknown> = {
   startedAt: new Date().toISOString(),
   machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, loadavgAtStart: loadavg().map((l) => round(l, 2)) },
 };
-const texts: string[] = [];
 
 try {
+  if (selected.has('crypto')) {
+    log('0. signatures per hop (in-process)');
+    await done(await cryptoBench({ ops: S(2_000, 100) }));
+  }
+  const needMesh = ['relay', 'throughput', 'acme', 'memory'].some((b) => selected.has(b as Bench));
+  if (!needMesh) throw new Done();
   const needAcme = selected.has('acme') || selected.has('memory');
   let dns: { addr: string; proc: Proc } | undefined;
   let edgeTls: { cert: string; key: string } | undefined;
@@ -136,6 +145,8 @@ try {
     summary.memory = { acmePendingOrders: r.result.acmePendingOrders, envelopesQueued: r.result.backlogInRelayStream, rows: r.result.rows };
     await done(r);
   }
+} catch (e) {
+  if (!(e instanceof Done)) throw e;
 } finally {
   for (const s of stops) await s().catch((e) => log(`stop failed: ${(e as Error).message}`));
   await rm(work, { recursive: true, force: true });
@@ -153,11 +164,10 @@ const t = table(
   ['target', 'figure', 'met'],
   targets.map(([name, v]) => [name, JSON.stringify(Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'name' && k !== 'met'))), v.met ? 'yes' : 'NO']),
 );
-process.stdout.write(`${texts.join('\n')}\n${t}\n`);
+process.stdout.write(`${t}\n`);
 log(`wrote ${await writeJson('summary', summary)}`);
 
 async function done(r: { name: string; result: unknown; text: string }): Promise<void> {
   process.stdout.write(`${r.text}\n`);
-  texts.push(r.text);
   log(`wrote ${await writeJson(r.name, r.result)}`);
 }

@@ -54,6 +54,7 @@ async function window(cm: ChainMesh, depth: number, inFlight: number, count: num
     }),
   );
   const seconds = (performance.now() - t0) / 1000;
+  if (drv.unverified > 0) throw new Error(`${drv.edgeId}: ${drv.unverified} results did not verify: ${drv.lastUnverified}`);
   const cpu1 = await Promise.all(pids.map(([, p]) => cpuMsOf(p)));
   const certs = drv.valid - valid0;
   const cpuMsPerCert: Record<string, number> = {};
