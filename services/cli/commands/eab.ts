@@ -1,11 +1,9 @@
-import { request } from 'node:http';
 import { parseArgs } from 'node:util';
 import { loadTopology } from '../../../shared/config/index.js';
-import { NodeStore } from '../../../shared/store/index.js';
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { EabStore, parseAccountPolicy, type EabKeyRecord, type EabKeyView } from '../../edge/eab/eab-store.js';
-import { adminSocketPath } from '../../edge/admin.js';
+import { onEdgeStore } from '../edge-store-access.js';
 
 const USAGE = `usage:
   ra-mesh eab add <topology.yaml> --edge <id> [--key-id <id>] [--label <text>] [account policy]
@@ -21,45 +19,22 @@ account policy (the layer of the account bound to the key, evaluated before the 
 
 type Op = { kind: 'add'; keyId?: string; label?: string; policy?: unknown } | { kind: 'list' } | { kind: 'revoke'; keyId: string };
 
-function isLocked(e: unknown): boolean {
-  const err = e as { code?: string; cause?: { code?: string } };
-  return err.code === 'LEVEL_LOCKED' || err.cause?.code === 'LEVEL_LOCKED' || (err.code === 'LEVEL_DATABASE_NOT_OPEN' && /lock/i.test(String(err.cause ?? '')));
-}
-
-/** Talks to a running edge through its admin unix socket. */
-function viaSocket(socketPath: string, op: Op): Promise<unknown> {
-  const [method, path, body] =
+/** The op on the edge's store, or through the running edge's admin socket. */
+function runOp(storeDir: string, op: Op): Promise<unknown> {
+  return onEdgeStore(
+    storeDir,
+    async (db) => {
+      const eab = new EabStore(db);
+      if (op.kind === 'list') return eab.list();
+      if (op.kind === 'add') return eab.add({ ...(op.keyId ? { keyId: op.keyId } : {}), ...(op.label ? { label: op.label } : {}), ...(op.policy !== undefined ? { policy: op.policy } : {}) });
+      return eab.revoke(op.keyId);
+    },
     op.kind === 'list'
-      ? ['GET', '/eab', undefined]
+      ? { method: 'GET', path: '/eab' }
       : op.kind === 'add'
-        ? ['POST', '/eab', JSON.stringify({ keyId: op.keyId, label: op.label, policy: op.policy })]
-        : ['POST', `/eab/${encodeURIComponent(op.keyId)}/revoke`, '{}'];
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, method, path, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => {
-        const json = text ? JSON.parse(text) : undefined;
-        if ((res.statusCode ?? 500) >= 400) reject(new Error(json?.detail ?? `admin socket answered ${res.statusCode}`));
-        else resolve(json);
-      });
-    });
-    req.on('error', (e) => reject(new Error(`the edge's store is locked by a running edge and its admin socket ${socketPath} is not reachable: ${e.message}`)));
-    req.end(body);
-  });
-}
-
-async function direct(storeDir: string, op: Op): Promise<unknown> {
-  const db = await NodeStore.open(storeDir);
-  try {
-    const eab = new EabStore(db);
-    if (op.kind === 'list') return await eab.list();
-    if (op.kind === 'add') return await eab.add({ ...(op.keyId ? { keyId: op.keyId } : {}), ...(op.label ? { label: op.label } : {}), ...(op.policy !== undefined ? { policy: op.policy } : {}) });
-    return await eab.revoke(op.keyId);
-  } finally {
-    await db.close();
-  }
+        ? { method: 'POST', path: '/eab', body: { keyId: op.keyId, label: op.label, policy: op.policy } }
+        : { method: 'POST', path: `/eab/${encodeURIComponent(op.keyId)}/revoke`, body: {} },
+  );
 }
 
 export async function eabCommand(args: string[]): Promise<number> {
@@ -100,14 +75,7 @@ export async function eabCommand(args: string[]): Promise<number> {
       : sub === 'add'
         ? { kind: 'add', ...(values['key-id'] ? { keyId: values['key-id'] } : {}), ...(values.label ? { label: values.label } : {}), ...(policy !== undefined ? { policy } : {}) }
         : { kind: 'revoke', keyId: values['key-id']! };
-  const storeDir = topology.storeDir(values.edge);
-  let result: unknown;
-  try {
-    result = await direct(storeDir, op);
-  } catch (e) {
-    if (!isLocked(e)) throw e;
-    result = await viaSocket(adminSocketPath(storeDir), op);
-  }
+  const result = await runOp(topology.storeDir(values.edge), op);
   if (values.json) {
     process.stdout.write(JSON.stringify(result, null, 2) + '\n');
   } else if (op.kind === 'add') {
@@ -181,10 +149,5 @@ async function policyFromArgs(v: PolicyArgs): Promise<Record<string, unknown> | 
 
 /** The EAB keys of an edge (without HMAC keys): from its store, or through its admin socket while it runs. */
 export async function listEabKeys(storeDir: string): Promise<EabKeyView[]> {
-  try {
-    return (await direct(storeDir, { kind: 'list' })) as EabKeyView[];
-  } catch (e) {
-    if (!isLocked(e)) throw e;
-    return (await viaSocket(adminSocketPath(storeDir), { kind: 'list' })) as EabKeyView[];
-  }
+  return (await runOp(storeDir, { kind: 'list' })) as EabKeyView[];
 }

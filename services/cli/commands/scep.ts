@@ -1,9 +1,7 @@
-import { request } from 'node:http';
 import { parseArgs } from 'node:util';
 import { loadTopology, parseDuration } from '../../../shared/config/index.js';
-import { NodeStore } from '../../../shared/store/index.js';
 import { ScepStore, type OtpView } from '../../edge/scep/scep-store.js';
-import { adminSocketPath } from '../../edge/admin.js';
+import { onEdgeStore } from '../edge-store-access.js';
 
 // `ra-mesh scep otp add|list|revoke`: the one-time challenge passwords of an edge's SCEP service
 // (RFC 8894 §2.3). Works on a stopped edge (its store directly) and on a running one (its admin socket).
@@ -16,50 +14,23 @@ const USAGE = `usage:
 
 type Op = { kind: 'add'; count: number; label?: string; ttlMs?: number } | { kind: 'list' } | { kind: 'revoke'; id: string };
 
-function isLocked(e: unknown): boolean {
-  const err = e as { code?: string; cause?: { code?: string } };
-  return err.code === 'LEVEL_LOCKED' || err.cause?.code === 'LEVEL_LOCKED' || (err.code === 'LEVEL_DATABASE_NOT_OPEN' && /lock/i.test(String(err.cause ?? '')));
-}
-
-function viaSocket(socketPath: string, op: Op): Promise<unknown> {
-  const [method, path, body] =
+/** The op on the edge's store, or through the running edge's admin socket. */
+function runOp(storeDir: string, op: Op): Promise<unknown> {
+  const notFound = 'the running edge serves no SCEP (no scep block in its topology node)';
+  return onEdgeStore(
+    storeDir,
+    async (db) => {
+      const s = new ScepStore(db);
+      if (op.kind === 'list') return s.listOtps();
+      if (op.kind === 'add') return s.addOtps({ count: op.count, ...(op.label ? { label: op.label } : {}), ...(op.ttlMs ? { ttlMs: op.ttlMs } : {}) });
+      return s.revokeOtp(op.id);
+    },
     op.kind === 'list'
-      ? ['GET', '/scep/otp', undefined]
+      ? { method: 'GET', path: '/scep/otp', notFound }
       : op.kind === 'add'
-        ? ['POST', '/scep/otp', JSON.stringify({ count: op.count, label: op.label, ttlMs: op.ttlMs })]
-        : ['POST', `/scep/otp/${encodeURIComponent(op.id)}/revoke`, '{}'];
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, method, path, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => {
-        let json: { detail?: string } | undefined;
-        try {
-          json = text ? JSON.parse(text) : undefined;
-        } catch {
-          json = undefined;
-        }
-        if ((res.statusCode ?? 500) === 404) reject(new Error('the running edge serves no SCEP (no scep block in its topology node)'));
-        else if ((res.statusCode ?? 500) >= 400) reject(new Error(json?.detail ?? `admin socket answered ${res.statusCode}`));
-        else resolve(json);
-      });
-    });
-    req.on('error', (e) => reject(new Error(`the edge's store is locked by a running edge and its admin socket ${socketPath} is not reachable: ${e.message}`)));
-    req.end(body);
-  });
-}
-
-async function direct(storeDir: string, op: Op): Promise<unknown> {
-  const db = await NodeStore.open(storeDir);
-  try {
-    const s = new ScepStore(db);
-    if (op.kind === 'list') return await s.listOtps();
-    if (op.kind === 'add') return await s.addOtps({ count: op.count, ...(op.label ? { label: op.label } : {}), ...(op.ttlMs ? { ttlMs: op.ttlMs } : {}) });
-    return await s.revokeOtp(op.id);
-  } finally {
-    await db.close();
-  }
+        ? { method: 'POST', path: '/scep/otp', body: { count: op.count, label: op.label, ttlMs: op.ttlMs }, notFound }
+        : { method: 'POST', path: `/scep/otp/${encodeURIComponent(op.id)}/revoke`, body: {}, notFound },
+  );
 }
 
 export async function scepCommand(args: string[]): Promise<number> {
@@ -98,14 +69,7 @@ export async function scepCommand(args: string[]): Promise<number> {
       : sub === 'add'
         ? { kind: 'add', count, ...(values.label ? { label: values.label } : {}), ...(values.ttl ? { ttlMs: parseDuration(values.ttl) } : {}) }
         : { kind: 'revoke', id: values.id! };
-  const storeDir = topology.storeDir(values.edge);
-  let result: unknown;
-  try {
-    result = await direct(storeDir, op);
-  } catch (e) {
-    if (!isLocked(e)) throw e;
-    result = await viaSocket(adminSocketPath(storeDir), op);
-  }
+  const result = await runOp(topology.storeDir(values.edge), op);
   if (values.json) {
     process.stdout.write(JSON.stringify(result, null, 2) + '\n');
   } else if (op.kind === 'add') {
