@@ -64,7 +64,21 @@ export interface ChainMeshOptions {
   csrs?: number;
 }
 
+/**
+ * Starts the mesh; when a node process finds one of its (free a moment ago) ports taken by another
+ * process of the machine, the whole mesh is started again on new ports (3 attempts).
+ */
 export async function startChainMesh(opts: ChainMeshOptions): Promise<ChainMesh> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startChainMeshOnce(opts);
+    } catch (e) {
+      if (attempt >= 3 || !/EADDRINUSE|address already in use/i.test((e as Error).message)) throw e;
+    }
+  }
+}
+
+async function startChainMeshOnce(opts: ChainMeshOptions): Promise<ChainMesh> {
   const nodes: TestNode[] = [
     { id: GATEWAY, role: 'gateway', dc: 'core', policy: { allow: { dns: [`*.${DOMAIN}`] } } },
     ...opts.depths.flatMap((d) => chainNodes(d)),
@@ -82,7 +96,10 @@ export async function startChainMesh(opts: ChainMeshOptions): Promise<ChainMesh>
   try {
     // Every node process at once (each retries its parent's and children's streams until they exist).
     const spawned = nodes.filter((n) => n.role !== 'edge' || (opts.extra ?? []).some((x) => x.id === n.id));
-    await Promise.all(spawned.map(async (n) => procs.set(n.id, await spawnNode(m.topologyFile, n.id, opts))));
+    // All settle before an error is thrown, so the stop below ends every process that did start.
+    const started = await Promise.allSettled(spawned.map(async (n) => procs.set(n.id, await spawnNode(m.topologyFile, n.id, opts))));
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     const keys = await loadMeshKeyRing(m.topology);
     const hub = await connect({ servers: m.bus.hubUrl, name: 'bench-hub' });
     const leaf = await connect({ servers: m.bus.dcs[DC]!, name: 'bench-leaf' });
