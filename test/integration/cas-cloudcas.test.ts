@@ -4,29 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import { connect, type NatsConnection } from 'nats';
 import { stringify } from 'yaml';
-import { downSubject } from '../../shared/bus/subjects.js';
-import { EnvelopeQueue } from '../../shared/bus/queue.js';
-import { nodeConnectOptions } from '../../shared/bus/auth.js';
 import { parseDuration } from '../../shared/config/index.js';
-import { createLogger } from '../../shared/logging/logger.js';
 import { AUDIT_FILE, auditDir, type AuditRecord } from '../../shared/audit/audit-log.js';
-import {
-  KeyRing,
-  loadOrCreateNodeKey,
-  newEdgePayload,
-  newRevokePayload,
-  peekTyp,
-  RESULT_TYP,
-  signEdgeEnvelope,
-  verifyResult,
-  type CrlReason,
-  type NodeKey,
-  type ResultPayload,
-} from '../../shared/envelope/index.js';
+import type { CrlReason, ResultPayload } from '../../shared/envelope/index.js';
 import { fingerprint, pemToDer } from '../../shared/pki/index.js';
 import { authorizedUserCredentials, FakeCloudCas } from '../harness/fake-cloudcas.js';
+import { EdgeDriver } from '../harness/edge-driver.js';
 import { startTestMesh, type TestMesh } from '../harness/mesh.js';
 import { makeCsr, TestAcmeClient } from '../harness/acme-client.js';
 import { freePort } from '../harness/ports.js';
@@ -47,12 +31,8 @@ describe('integration: Google CAS (fake, REST v1) as the gateway CA service, edg
   let dir: string;
   let fake: FakeCloudCas;
   let m: TestMesh;
-  let ring: KeyRing;
-  let edgeKey: NodeKey;
-  let nc: NatsConnection;
-  let queue: EnvelopeQueue;
+  let edge: EdgeDriver;
   let http01Port: number;
-  const results = new Map<string, ResultPayload[]>();
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ra-mesh-cloudcas-'));
@@ -80,62 +60,28 @@ describe('integration: Google CAS (fake, REST v1) as the gateway CA service, edg
         { id: EDGE, role: 'edge', dc: 'dc-a', parent: 'relay-1', policy: { defaultLifetime: EDGE_LIFETIME }, acme: { http01Port, hosts: { 'acme.corp.test': '127.0.0.1' } } },
       ],
     });
-    ring = await KeyRing.fromDir(m.topology.keysDir(), m.topology.nodes.map((n) => n.id));
-    edgeKey = await loadOrCreateNodeKey(m.topology.keysDir(), EDGE);
-    nc = await connect({ servers: m.topology.natsUrl(EDGE), ...(await nodeConnectOptions(m.topology, EDGE)) });
-    nc.subscribe(downSubject(EDGE), {
-      callback: (_e, msg) => {
-        const text = new TextDecoder().decode(msg.data);
-        if (peekTyp(text) !== RESULT_TYP) return; // CRL messages and others
-        void verifyResult(text, { topology: m.topology, edge: EDGE, keys: ring }).then((r) => results.set(r.id, [...(results.get(r.id) ?? []), r]));
-      },
-    });
-    await nc.flush();
-    queue = await EnvelopeQueue.open(nc, m.topology, EDGE, { log: createLogger('test', { as: EDGE }) });
+    edge = await EdgeDriver.open(m, EDGE);
   });
 
   after(async () => {
-    await nc?.close().catch(() => undefined);
+    await edge?.close();
     await m?.stop();
     await fake?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   /** Waits (bounded) for the result of envelope `id`. */
-  async function resultOf(id: string, timeoutMs = 20_000): Promise<ResultPayload> {
-    const until = Date.now() + timeoutMs;
-    while (!results.has(id)) {
-      if (Date.now() > until) throw new Error(`no result for ${id} within ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    return results.get(id)![0]!;
-  }
+  const resultOf = async (id: string, timeoutMs = 20_000): Promise<ResultPayload> => (await edge.waitResults(id, 1, timeoutMs))[0]!;
 
   /** An issue envelope signed by edge-a, put into edge-a's outbound stream; resolves with its id and result. */
   async function issue(name: string, timeoutMs?: number): Promise<{ id: string; r: ResultPayload }> {
-    const p = newEdgePayload({
-      origin: { node: EDGE, dc: 'dc-a' },
-      csr: await makeCsr([name]),
-      identifiers: [{ type: 'dns', value: name, validation: { method: 'http-01', at: new Date().toISOString(), from: '127.0.0.1:80' } }],
-      account: { id: 'acct-1', eab: null, jwkThumbprint: 'thumb' },
-      requested: { notBefore: null, notAfter: null },
-      renewalOf: null,
-      ttlMs: parseDuration('5m'),
-    });
-    await queue.send(await signEdgeEnvelope(p, edgeKey), p.id);
-    return { id: p.id, r: await resultOf(p.id, timeoutMs) };
+    const { id, jws } = await edge.issueEnvelope([name]);
+    return { id, r: await edge.exchange(id, jws, timeoutMs) };
   }
 
   async function revoke(serial: string, reason: CrlReason): Promise<{ id: string; r: ResultPayload }> {
-    const p = newRevokePayload({
-      origin: { node: EDGE, dc: 'dc-a' },
-      serial,
-      reason,
-      requester: { method: 'issuer-account', account: 'acct-1', jwkThumbprint: 'thumb' },
-      ttlMs: parseDuration('5m'),
-    });
-    await queue.send(await signEdgeEnvelope(p, edgeKey), p.id);
-    return { id: p.id, r: await resultOf(p.id) };
+    const { id, jws } = await edge.revokeEnvelope(serial, reason);
+    return { id, r: await edge.exchange(id, jws) };
   }
 
   function leafSerial(r: ResultPayload): string {
@@ -208,7 +154,7 @@ describe('integration: Google CAS (fake, REST v1) as the gateway CA service, edg
     const created = fake.certificatesFor(id);
     assert.equal(created.length, 1, 'exactly one certificate at the CA');
     assert.equal(leafSerial(r), created[0]!.serial, 'the client got the one certificate the CA created');
-    assert.equal(results.get(id)!.length, 1);
+    assert.equal(edge.results.get(id)!.length, 1);
   });
 
   test('ok/a retry past the requestId window meets ALREADY_EXISTS (same certificateId) and reads the certificate back: still one certificate', async () => {
@@ -322,7 +268,7 @@ describe('integration: Google CAS (fake, REST v1) as the gateway CA service, edg
     assert.deepEqual(fake.callsOf('create', id).map((c) => c.outcome), [503, 503, 503, 429, 200]);
     assert.equal(fake.certificatesFor(id).length, 1);
     assert.equal(leafSerial(r), fake.certificatesFor(id)[0]!.serial);
-    assert.equal(results.get(id)!.length, 1, 'one answer, no problem document before it');
+    assert.equal(edge.results.get(id)!.length, 1, 'one answer, no problem document before it');
   });
 
   test('fail/the API answers 401 again after a token refresh: a cas-credentials problem to the client at once, nothing created', async () => {

@@ -4,28 +4,13 @@ import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { connect, type NatsConnection } from 'nats';
 import { pino } from 'pino';
 import { parse, stringify } from 'yaml';
 import { exportPKCS8, generateKeyPair } from 'jose';
-import { downSubject } from '../../shared/bus/subjects.js';
-import { EnvelopeQueue } from '../../shared/bus/queue.js';
-import { nodeConnectOptions } from '../../shared/bus/auth.js';
 import { parseDuration, parseTopology } from '../../shared/config/index.js';
-import { createLogger } from '../../shared/logging/logger.js';
-import {
-  KeyRing,
-  loadOrCreateNodeKey,
-  newEdgePayload,
-  newRevokePayload,
-  signEdgeEnvelope,
-  verifyResult,
-  type CrlReason,
-  type NodeKey,
-  type ResultPayload,
-} from '../../shared/envelope/index.js';
+import type { CrlReason, ResultPayload } from '../../shared/envelope/index.js';
 import { GatewayService } from '../../services/gateway/gateway-service.js';
-import { makeCsr } from '../harness/acme-client.js';
+import { EdgeDriver } from '../harness/edge-driver.js';
 import { startTestMesh, type TestMesh } from '../harness/mesh.js';
 import { startStepCa, stepCaBinary, type StepCa } from '../harness/step-ca.js';
 import { httpGet, opensslVerify, pemCerts, sanNames } from '../harness/tools.js';
@@ -48,12 +33,8 @@ const skip = 'missing' in built ? built.missing : false;
 describe('integration: stepca CA service with a real step-ca through edge -> relay -> gateway', { skip, timeout: 240_000 }, () => {
   let ca: StepCa;
   let m: TestMesh;
-  let ring: KeyRing;
-  let edgeKey: NodeKey;
-  let nc: NatsConnection;
-  let queue: EnvelopeQueue;
+  let edge: EdgeDriver;
   let baseYaml: string;
-  const results = new Map<string, ResultPayload>();
 
   before(async () => {
     ca = await startStepCa({ claims: { minTLSCertDuration: '10s', maxTLSCertDuration: STEP_MAX, defaultTLSCertDuration: '30m' } });
@@ -66,23 +47,11 @@ describe('integration: stepca CA service with a real step-ca through edge -> rel
       ],
     });
     baseYaml = await readFile(m.topologyFile, 'utf8');
-    ring = await KeyRing.fromDir(m.topology.keysDir(), m.topology.nodes.map((n) => n.id));
-    // Act as edge-a on its leaf server, with its NATS credentials and signing key.
-    edgeKey = await loadOrCreateNodeKey(m.topology.keysDir(), 'edge-a');
-    nc = await connect({ servers: m.topology.natsUrl('edge-a'), ...(await nodeConnectOptions(m.topology, 'edge-a')) });
-    nc.subscribe(downSubject('edge-a'), {
-      callback: (_e, msg) => {
-        void verifyResult(new TextDecoder().decode(msg.data), { topology: m.topology, edge: 'edge-a', keys: ring })
-          .then((r) => results.set(r.id, r))
-          .catch(() => undefined);
-      },
-    });
-    await nc.flush();
-    queue = await EnvelopeQueue.open(nc, m.topology, 'edge-a', { log: createLogger('test', { as: 'edge-a' }, { level: 'silent' }) });
+    edge = await EdgeDriver.open(m, 'edge-a');
   });
 
   after(async () => {
-    await nc?.close().catch(() => undefined);
+    await edge?.close();
     await m?.stop();
     await ca?.close();
   });
@@ -127,34 +96,9 @@ describe('integration: stepca CA service with a real step-ca through edge -> rel
     }
   }
 
-  async function send(id: string, jws: string, timeoutMs = 30_000): Promise<ResultPayload> {
-    await queue.send(jws, id);
-    return waitFor(`the result of ${id}`, () => results.get(id), timeoutMs);
-  }
-
-  async function issueEnvelope(names: string[], requestedNotAfter: string | null = null) {
-    const p = newEdgePayload({
-      origin: { node: 'edge-a', dc: 'dc-a' },
-      csr: await makeCsr(names),
-      identifiers: names.map((value) => ({ type: 'dns' as const, value, validation: { method: 'http-01' as const, at: new Date().toISOString() } })),
-      account: { id: 'acct-1', eab: null, jwkThumbprint: 'thumb' },
-      requested: { notBefore: null, notAfter: requestedNotAfter },
-      renewalOf: null,
-      ttlMs: parseDuration('5m'),
-    });
-    return { id: p.id, jws: await signEdgeEnvelope(p, edgeKey) };
-  }
-
-  async function revokeEnvelope(serial: string, reason: CrlReason) {
-    const p = newRevokePayload({
-      origin: { node: 'edge-a', dc: 'dc-a' },
-      serial,
-      reason,
-      requester: { method: 'issuer-account', account: 'acct-1', jwkThumbprint: 'thumb' },
-      ttlMs: parseDuration('5m'),
-    });
-    return { id: p.id, jws: await signEdgeEnvelope(p, edgeKey) };
-  }
+  const send = (id: string, jws: string, timeoutMs = 30_000): Promise<ResultPayload> => edge.exchange(id, jws, timeoutMs);
+  const issueEnvelope = (names: string[], requestedNotAfter: string | null = null) => edge.issueEnvelope(names, { requested: { notBefore: null, notAfter: requestedNotAfter } });
+  const revokeEnvelope = (serial: string, reason: CrlReason) => edge.revokeEnvelope(serial, reason);
 
   const decimal = (hexSerial: string) => BigInt(`0x${hexSerial}`).toString(10);
   const leafOf = (r: ResultPayload) => pemCerts(r.certificate!)[0]!;
@@ -319,14 +263,14 @@ describe('integration: stepca CA service with a real step-ca through edge -> rel
       let restarted = false;
       try {
         const e = await issueEnvelope(['outage.corp.test']);
-        await queue.send(e.jws, e.id);
+        await edge.send(e.id, e.jws);
         // The gateway tried, found step-ca unavailable and left the envelope queued.
         await waitFor('a retried delivery', () => logs.find((l) => l.includes(e.id) && l.includes('will be retried')));
         assert.match(logs.find((l) => l.includes(e.id) && l.includes('will be retried'))!, /unavailable/);
-        assert.equal(results.get(e.id), undefined);
+        assert.equal(edge.results.get(e.id)?.[0], undefined);
         await ca.start();
         restarted = true;
-        const r = await waitFor(`the result of ${e.id}`, () => results.get(e.id), 60_000);
+        const r = await waitFor(`the result of ${e.id}`, () => edge.results.get(e.id)?.[0], 60_000);
         assert.equal(r.status, 'valid', JSON.stringify(r.problem));
         const signed = signedFor('outage.corp.test');
         assert.equal(signed.length, 1);

@@ -5,33 +5,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { AUDIT_FILE, auditDir, type AuditRecord } from '../../shared/audit/audit-log.js';
-import { connect, type NatsConnection } from 'nats';
 import { parse, stringify } from 'yaml';
 import { GatewayService } from '../../services/gateway/index.js';
 import { createCas } from '../../services/gateway/cas/create-cas.js';
 import { isFinalCasError } from '../../services/gateway/cas/cas-http.js';
-import { nodeConnectOptions } from '../../shared/bus/auth.js';
-import { EnvelopeQueue } from '../../shared/bus/queue.js';
-import { downSubject } from '../../shared/bus/subjects.js';
-import { casSchema, parseDuration, parseTopology, type Topology } from '../../shared/config/index.js';
-import {
-  KeyRing,
-  loadOrCreateNodeKey,
-  newEdgePayload,
-  newRevokePayload,
-  peekTyp,
-  CRL_TYP,
-  signEdgeEnvelope,
-  verifyResult,
-  type NodeKey,
-  type ResultPayload,
-} from '../../shared/envelope/index.js';
+import { casSchema, parseTopology, type Topology } from '../../shared/config/index.js';
+import type { ResultPayload } from '../../shared/envelope/index.js';
 import { RaError } from '../../shared/errors/index.js';
 import { createLogger } from '../../shared/logging/logger.js';
 import { x509 } from '../../shared/pki/index.js';
 import { KeyedLock, NodeStore } from '../../shared/store/index.js';
 import { TestAcmeClient } from '../harness/acme-client.js';
 import { FakeVault, type FakeVaultRole } from '../harness/fake-vault.js';
+import { EdgeDriver } from '../harness/edge-driver.js';
 import { startTestMesh, type TestMesh } from '../harness/mesh.js';
 import { freePort } from '../harness/ports.js';
 import { opensslVerify, pemCerts } from '../harness/tools.js';
@@ -87,13 +73,9 @@ describe('integration: vault CA service through edge -> relay -> gateway', { tim
   let m: TestMesh;
   let vault: FakeVault;
   let gw: GatewayService | undefined;
-  let nc: NatsConnection;
-  let queue: EnvelopeQueue;
-  let edgeKey: NodeKey;
-  let ring: KeyRing;
+  let edge: EdgeDriver;
   let topologyText: string;
   let http01Port: number;
-  const results = new Map<string, ResultPayload[]>();
   const sentAt = new Map<string, number>();
 
   before(async () => {
@@ -116,24 +98,12 @@ describe('integration: vault CA service through edge -> relay -> gateway', { tim
       ],
     });
     topologyText = await readFile(m.topologyFile, 'utf8');
-    ring = await KeyRing.fromDir(m.topology.keysDir(), m.topology.nodes.map((n) => n.id));
-    // Act as edge-a on its own leaf server, with its NATS credentials and signing key.
-    edgeKey = await loadOrCreateNodeKey(m.topology.keysDir(), 'edge-a');
-    nc = await connect({ servers: m.topology.natsUrl('edge-a'), ...(await nodeConnectOptions(m.topology, 'edge-a')) });
-    nc.subscribe(downSubject('edge-a'), {
-      callback: (_e, msg) => {
-        const text = new TextDecoder().decode(msg.data);
-        if (peekTyp(text) === CRL_TYP) return;
-        void verifyResult(text, { topology: m.topology, edge: 'edge-a', keys: ring }).then((r) => results.set(r.id, [...(results.get(r.id) ?? []), r]));
-      },
-    });
-    await nc.flush();
-    queue = await EnvelopeQueue.open(nc, m.topology, 'edge-a', { log: createLogger('test', { as: 'edge-a' }) });
+    edge = await EdgeDriver.open(m, 'edge-a');
   });
 
   after(async () => {
     await gw?.stop();
-    await nc?.close().catch(() => undefined);
+    await edge?.close();
     await m?.stop();
     await vault?.stop();
     delete process.env[ENV_VAR];
@@ -172,27 +142,15 @@ describe('integration: vault CA service through edge -> relay -> gateway', { tim
 
   /** Into edge-a's outbound stream; waits for `count` more results of this id. A resend waits out the 1s dedupe window first. */
   async function exchange(id: string, jws: string, count = 1, timeoutMs = 20_000): Promise<ResultPayload[]> {
-    const have = results.get(id)?.length ?? 0;
+    const have = edge.results.get(id)?.length ?? 0;
     const last = sentAt.get(id);
     if (last !== undefined) await new Promise((r) => setTimeout(r, Math.max(0, last + 1_500 - Date.now())));
-    await queue.send(jws, id);
+    await edge.send(id, jws);
     sentAt.set(id, Date.now());
-    await until(`a result for ${id}`, () => (results.get(id)?.length ?? 0) >= have + count, timeoutMs);
-    return results.get(id)!;
+    return edge.waitResults(id, have + count, timeoutMs);
   }
 
-  async function issueEnvelope(name: string, kind: KeyKind = 'ec') {
-    const p = newEdgePayload({
-      origin: { node: 'edge-a', dc: 'dc-a' },
-      csr: await csrFor(name, kind),
-      identifiers: [{ type: 'dns', value: name, validation: { method: 'http-01', at: new Date().toISOString() } }],
-      account: { id: 'acct-1', eab: null, jwkThumbprint: 'thumb' },
-      requested: { notBefore: null, notAfter: null },
-      renewalOf: null,
-      ttlMs: parseDuration('5m'),
-    });
-    return { id: p.id, jws: await signEdgeEnvelope(p, edgeKey) };
-  }
+  const issueEnvelope = async (name: string, kind: KeyKind = 'ec') => edge.issueEnvelope([name], { csr: await csrFor(name, kind) });
 
   async function issue(name: string, kind: KeyKind = 'ec', timeoutMs?: number): Promise<ResultPayload> {
     const { id, jws } = await issueEnvelope(name, kind);
@@ -205,16 +163,7 @@ describe('integration: vault CA service through edge -> relay -> gateway', { tim
     return { leaf, serial: leaf.serialNumber.toLowerCase() };
   }
 
-  async function revokeEnvelope(serial: string, reason: 0 | 1 | 4 | 5) {
-    const p = newRevokePayload({
-      origin: { node: 'edge-a', dc: 'dc-a' },
-      serial,
-      reason,
-      requester: { method: 'issuer-account', account: 'acct-1', jwkThumbprint: 'thumb' },
-      ttlMs: parseDuration('5m'),
-    });
-    return { id: p.id, jws: await signEdgeEnvelope(p, edgeKey) };
-  }
+  const revokeEnvelope = (serial: string, reason: 0 | 1 | 4 | 5) => edge.revokeEnvelope(serial, reason);
 
   const issuedFor = (name: string) => vault.issued.filter((c) => c.commonName === name);
 
@@ -366,7 +315,7 @@ describe('integration: vault CA service through edge -> relay -> gateway', { tim
       valid(r);
       assert.equal(issuedFor('sealed.corp.test').length, 1);
       assert.deepEqual(vault.callsOf('sign').slice(signs).map((c) => c.status), [503, 503, 503, 200]);
-      assert.equal(results.get(r.id)!.length, 1, 'one answer to the client');
+      assert.equal(edge.results.get(r.id)!.length, 1, 'one answer to the client');
     });
 
     test('ok/the gateway starts while Vault is unavailable (503 on ca_chain); a request is issued once Vault answers', async () => {
