@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { NodeStore } from '../../shared/store/index.js';
 import { AcmeStore, type OrderRecord } from '../../services/edge/acme/records.js';
 import { pruneExpired } from '../../services/edge/acme/prune.js';
+import { EabStore } from '../../services/edge/eab/eab-store.js';
 
 const DAY = 86_400_000;
 
@@ -64,6 +65,24 @@ test('ok/the store survives a restart', async () => {
     assert.equal((await s.challenges.get('ch-o1'))?.type, 'http-01');
     await db.close();
   } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('ok/generated EAB key ids and MAC keys never begin with "-" (a CLI would take them for an option)', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ra-mesh-eab-'));
+  const db = await NodeStore.open(dir);
+  try {
+    const eab = new EabStore(db);
+    // One value in 64 begins with "-" when drawn plainly: 400 keys (800 values) would show it.
+    for (let i = 0; i < 400; i++) {
+      const k = await eab.add();
+      assert.doesNotMatch(k.keyId, /^-/);
+      assert.doesNotMatch(k.hmacKey, /^-/);
+      assert.equal(Buffer.from(k.hmacKey, 'base64url').length, 32);
+    }
+  } finally {
+    await db.close();
     await rm(dir, { recursive: true, force: true });
   }
 });

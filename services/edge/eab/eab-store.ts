@@ -73,14 +73,14 @@ export class EabStore {
   }
 
   async add(opts: { keyId?: string; label?: string; policy?: unknown } = {}): Promise<EabKeyRecord> {
-    const keyId = opts.keyId ?? randomBytes(12).toString('base64url');
+    const keyId = opts.keyId ?? optionSafeRandom(12);
     if (!KEY_ID_RE.test(keyId)) throw new RaError('malformed', { detail: 'EAB key id: 1-128 characters of A-Z a-z 0-9 _ -' });
     if (await this.keys.get(keyId)) throw new RaError('malformed', { detail: `EAB key id "${keyId}" already exists` });
     const policy = opts.policy === undefined ? undefined : parseAccountPolicy(opts.policy);
     const rec: EabKeyRecord = {
       keyId,
       // 256-bit MAC key, base64url as clients expect it (certbot --eab-hmac-key, lego --hmac).
-      hmacKey: randomBytes(32).toString('base64url'),
+      hmacKey: optionSafeRandom(32),
       createdAt: new Date().toISOString(),
       ...(opts.label ? { label: opts.label } : {}),
       boundTo: null,
@@ -104,5 +104,16 @@ export class EabStore {
       await this.keys.put(keyId, rec);
     }
     return view(rec);
+  }
+}
+
+/**
+ * Random bytes as base64url that never begin with "-": pasted after a command-line flag
+ * (`certbot --eab-kid -x...`, `lego --hmac -x...`) such a value would be taken for an option.
+ */
+function optionSafeRandom(bytes: number): string {
+  for (;;) {
+    const v = randomBytes(bytes).toString('base64url');
+    if (!v.startsWith('-')) return v;
   }
 }
