@@ -75,6 +75,16 @@ export class PolicyLayer {
     return `${this.node}@${this.digest}`;
   }
 
+  /**
+   * Whether this layer has rules only a look into the CSR can decide: key, signature algorithm or
+   * extension rules, or cn/email/uri names (which are not order identifiers).
+   */
+  get judgesCsrItself(): boolean {
+    const p = this.policy;
+    const names = (['cn', 'email', 'uri'] as const).some((t) => this.list('allow', t).length + this.list('deny', t).length > 0);
+    return names || p.keys !== undefined || p.signatureAlgorithms !== undefined || p.extensions !== undefined;
+  }
+
   private list(kind: 'allow' | 'deny', type: NameType): string[] {
     return this.policy[kind]?.[type] ?? [];
   }
