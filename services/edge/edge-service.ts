@@ -164,7 +164,7 @@ export class EdgeService {
       paths: ACME_PATHS,
       store,
       eab,
-      nonces: new NonceStore(),
+      nonces: new NonceStore(store.nonces, undefined, undefined, log),
       locks: new KeyedLock(),
       log,
       layers: topology.layersFor(nodeId).map((n) => new PolicyLayer(n.id, n.policy)),
@@ -436,6 +436,8 @@ export class EdgeService {
     this.lastPruneAt = now;
     const removed = await pruneExpired(this.store, now, retentionMs);
     if (removed > 0) this.log.info({ removed }, 'pruned expired orders');
+    const nonces = await this.ctx.nonces.prune(now);
+    if (nonces > 0) this.log.debug({ removed: nonces }, 'pruned expired nonces');
   }
 
   /** The envelope re-signed (same id and content) when it nears exp, never to live past the order's deadline. */

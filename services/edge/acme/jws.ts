@@ -134,7 +134,7 @@ export async function verifyAcmeRequest<T = unknown>(ctx: AcmeContext, req: Fast
   }
   // RFC 8555 §6.5 / §6.7: the nonce is checked after the signature so a forged request cannot burn nonces;
   // an unknown or used nonce is badNonce, and the client retries with the nonce of the error response.
-  if (!ctx.nonces.consume(header.nonce)) throw new RaError('badNonce', { detail: 'JWS nonce is unknown, expired or already used' });
+  if (!(await ctx.nonces.consume(header.nonce))) throw new RaError('badNonce', { detail: 'JWS nonce is unknown, expired or already used' });
 
   if (account && opts.requireValidAccount !== false && account.status !== 'valid') {
     throw new RaError('unauthorized', { detail: `account is ${account.status}` });

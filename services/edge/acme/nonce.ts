@@ -1,33 +1,72 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
+import type { Collection } from '../../../shared/store/index.js';
+import type { Logger } from '../logger.js';
 import type { AcmeContext } from './context.js';
 
 /**
- * RFC 8555 §6.5 anti-replay nonces: issued on every response, each accepted once.
- * Kept in memory with a bounded size and age; after a restart old nonces are refused with
- * badNonce and clients retry with the fresh nonce that came with the error (§6.5).
+ * RFC 8555 §6.5 anti-replay nonces: issued on every response, each accepted once, for `ttlMs`.
+ * Held in memory and written to the edge store (without waiting: a nonce lost to a crash only costs the
+ * client one badNonce retry, §6.5), so that nonces handed out before a restart are still good after it.
  */
 export class NonceStore {
   private readonly live = new Map<string, number>();
+  /** Nonces being looked up in the store: a second request with the same one is refused meanwhile. */
+  private readonly checking = new Set<string>();
 
-  constructor(private readonly ttlMs = 3_600_000, private readonly max = 200_000) {}
+  constructor(
+    private readonly stored?: Collection<number>,
+    private readonly ttlMs = 3_600_000,
+    private readonly max = 200_000,
+    private readonly log?: Logger,
+  ) {}
 
   issue(): string {
     const n = randomBytes(16).toString('base64url');
-    this.live.set(n, Date.now() + this.ttlMs);
+    const exp = Date.now() + this.ttlMs;
+    this.live.set(n, exp);
+    this.stored?.put(n, exp).catch((e) => this.log?.warn({ err: e }, 'nonce not stored'));
     if (this.live.size > this.max) {
       const oldest = this.live.keys().next().value;
-      if (oldest !== undefined) this.live.delete(oldest);
+      if (oldest !== undefined) this.forget(oldest);
     }
     return n;
   }
 
-  /** True if the nonce was issued here, not yet used and not expired; it is used up either way. */
-  consume(n: string): boolean {
+  /** True if the nonce was issued here (also before a restart), not yet used and not expired; it is used up either way. */
+  async consume(n: string): Promise<boolean> {
     const exp = this.live.get(n);
-    if (exp === undefined) return false;
+    if (exp !== undefined) {
+      this.forget(n);
+      return exp > Date.now();
+    }
+    if (!this.stored || this.checking.has(n)) return false;
+    this.checking.add(n);
+    try {
+      const saved = await this.stored.get(n);
+      if (saved === undefined) return false;
+      await this.stored.del(n);
+      return saved > Date.now();
+    } finally {
+      this.checking.delete(n);
+    }
+  }
+
+  /** Removes expired nonces from the store (the edge's sweep calls this now and then). */
+  async prune(now = Date.now()): Promise<number> {
+    if (!this.stored) return 0;
+    let removed = 0;
+    for await (const [n, exp] of this.stored.entries()) {
+      if (exp > now) continue;
+      await this.stored.del(n);
+      removed += 1;
+    }
+    return removed;
+  }
+
+  private forget(n: string): void {
     this.live.delete(n);
-    return exp > Date.now();
+    this.stored?.del(n).catch((e) => this.log?.warn({ err: e }, 'used nonce not removed from the store'));
   }
 }
 

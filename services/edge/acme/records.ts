@@ -135,6 +135,8 @@ export class AcmeStore {
   readonly certBySerial: Collection<string>;
   readonly revokeOutbox: Collection<RevocationOutboxRecord>;
   readonly crl: Collection<CrlRecord>;
+  /** RFC 8555 §6.5 nonces handed out: expiry (ms) by nonce. */
+  readonly nonces: Collection<number>;
 
   constructor(readonly db: NodeStore) {
     this.accounts = db.collection('acct');
@@ -149,5 +151,6 @@ export class AcmeStore {
     this.certBySerial = db.collection('cert-by-serial');
     this.revokeOutbox = db.collection('revoke-outbox');
     this.crl = db.collection('crl');
+    this.nonces = db.collection('nonce');
   }
 }
