@@ -164,7 +164,7 @@ export class EdgeService {
       paths: ACME_PATHS,
       store,
       eab,
-      nonces: new NonceStore(store.nonces, undefined, undefined, log),
+      nonces: new NonceStore({ db, nonces: store.nonces }, undefined, undefined, log),
       locks: new KeyedLock(),
       log,
       layers: topology.layersFor(nodeId).map((n) => new PolicyLayer(n.id, n.policy)),
@@ -234,6 +234,7 @@ export class EdgeService {
     if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
     // A sweep may be mid-flight; wait for it before closing the store.
     for (let i = 0; i < 100 && this.sweeping; i++) await new Promise((r) => setTimeout(r, 20));
+    await this.ctx.nonces.flush();
     await this.store.db.close();
     this.log.info('edge stopped');
   }

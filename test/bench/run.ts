@@ -7,6 +7,7 @@
 //   npm run bench                      # everything (about 6-8 minutes on the 2-core machine)
 //   npm run bench -- relay throughput  # a subset: crypto, relay, throughput, acme, memory
 //   BENCH_SCALE=0.3 npm run bench      # shorter windows and fewer samples (a smoke run)
+//   BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench -- acme   # profile the node processes
 
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -71,6 +72,8 @@ try {
     extra: needAcme
       ? [{ id: ACME_EDGE, role: 'edge', dc: DC, segment: 'acme', parent: relayOf(1, 1), acme: { challenges: ['http-01'], resolver: dns!.addr, http01Port: edgeHttp01, tls: { cert: edgeTls!.cert, key: edgeTls!.key } } }]
       : [],
+    // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile every node process.
+    ...(process.env.BENCH_NODE_ARGS ? { nodeArgs: process.env.BENCH_NODE_ARGS.split(/\s+/).filter(Boolean) } : {}),
   });
   stops.unshift(() => cm.stop());
   for (const [, d] of cm.drivers) await d.warmUp();

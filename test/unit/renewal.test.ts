@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { webcrypto } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { RaError } from '../../shared/errors/index.js';
-import { ariCertId, certificateFacts, normalizeSerial, parseAriCertId, readTlv, x509 } from '../../shared/pki/index.js';
+import { ariCertId, certificateFacts, normalizeSerial, parseAriCertId, readTlv, serialOf, x509 } from '../../shared/pki/index.js';
 import { enforceRenewal, PolicyLayer, type RenewalRequest } from '../../shared/policy/index.js';
 
 // The renewal checks every hop makes (shared/policy/renewal.ts) and RFC 9773 certificate identifiers.
@@ -87,6 +87,7 @@ describe('unit: RFC 9773 certificate identifiers', () => {
       assert.equal(id, `${Buffer.from(aki, 'hex').toString('base64url')}.${Buffer.from(octets, 'hex').toString('base64url')}`);
       assert.deepEqual(parseAriCertId(id), { aki, serial: normalizeSerial(octets) });
       assert.equal(parseAriCertId(id)!.serial, certificateFacts(der).serial);
+      assert.equal(serialOf(der), certificateFacts(der).serial, 'the DER walk reads the serial the full parse reads');
     });
   }
   const bad: Array<[string, string]> = [
