@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify';
-import { calculateJwkThumbprint, decodeProtectedHeader, flattenedVerify, importJWK, type JWK } from 'jose';
+import { constants, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { calculateJwkThumbprint, decodeProtectedHeader, type JWK } from 'jose';
 import { RaError } from '../../../shared/errors/index.js';
 import type { AcmeContext } from './context.js';
 import { accountUrl } from './context.js';
@@ -8,6 +9,47 @@ import type { AccountRecord } from './records.js';
 // RFC 8555 §6.2: the algorithms an ACME server accepts. MAC algorithms and "none" are never
 // accepted for request signatures (HS* are only for EAB, §7.3.4).
 export const ACCOUNT_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+type AccountAlg = (typeof ACCOUNT_ALGS)[number];
+
+const B64URL = /^[A-Za-z0-9_-]*$/;
+/** RFC 7518 §3.4: the curve each ECDSA algorithm is defined on (OpenSSL names). */
+const EC_CURVE: Partial<Record<AccountAlg, string>> = { ES256: 'prime256v1', ES384: 'secp384r1', ES512: 'secp521r1' };
+const HASH: Record<AccountAlg, string | null> = { RS256: 'sha256', RS384: 'sha384', RS512: 'sha512', PS256: 'sha256', ES256: 'sha256', ES384: 'sha384', ES512: 'sha512', EdDSA: null };
+
+/** Imported account keys by their JWK (every request of an account uses the same one): bounded. */
+const keys = new Map<string, KeyObject>();
+const KEYS_MAX = 10_000;
+
+/** The node:crypto key of a JWK, checked to fit `alg` (RFC 7518 §3); throws when it does not. */
+function accountKey(jwk: JWK, alg: string): KeyObject {
+  const id = JSON.stringify(jwk);
+  let key = keys.get(id);
+  if (!key) {
+    key = createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' });
+    if (keys.size >= KEYS_MAX) keys.delete(keys.keys().next().value!);
+    keys.set(id, key);
+  }
+  const type = key.asymmetricKeyType;
+  const a = alg as AccountAlg;
+  // RFC 7518 §3.3/§3.5: RSA keys of at least 2048 bits.
+  const rsaOk = () => (type === 'rsa' || (a === 'PS256' && type === 'rsa-pss')) && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048;
+  const fits =
+    a === 'EdDSA' ? type === 'ed25519' || type === 'ed448' : EC_CURVE[a] ? type === 'ec' && key.asymmetricKeyDetails?.namedCurve === EC_CURVE[a] : rsaOk();
+  if (!fits) throw new Error(`a ${type} key cannot sign ${alg}`);
+  return key;
+}
+
+/** RFC 7515 §5.2 signature check with node:crypto's one-shot verify (RFC 7518 §3: ECDSA signatures are r||s). */
+function verifySignature(alg: AccountAlg, key: KeyObject, input: Buffer, signature: Buffer): boolean {
+  try {
+    if (alg === 'EdDSA') return cryptoVerify(null, input, key, signature);
+    if (alg.startsWith('ES')) return cryptoVerify(HASH[alg], input, { key, dsaEncoding: 'ieee-p1363' }, signature);
+    if (alg === 'PS256') return cryptoVerify('sha256', input, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, signature);
+    return cryptoVerify(HASH[alg], input, key, signature);
+  } catch {
+    return false;
+  }
+}
 
 export interface FlattenedJws {
   protected: string;
@@ -113,9 +155,9 @@ export async function verifyAcmeRequest<T = unknown>(ctx: AcmeContext, req: Fast
     jwk = account.jwk;
   }
 
-  let key: Awaited<ReturnType<typeof importJWK>>;
+  let key: KeyObject;
   try {
-    key = await importJWK(jwk, alg);
+    key = accountKey(jwk, alg);
   } catch (e) {
     // RFC 8555 §6.7: badPublicKey is "signed by a public key the server does not support", which fits
     // only a key sent in "jwk". An account key was accepted when it was registered; a kid request whose
@@ -124,14 +166,16 @@ export async function verifyAcmeRequest<T = unknown>(ctx: AcmeContext, req: Fast
     if (account) throw new RaError('malformed', { detail: `JWS signature verification failed: ${alg} does not fit the account key`, cause: e });
     throw new RaError('badPublicKey', { detail: `the key cannot be used with ${alg}`, cause: e });
   }
-  let payloadBytes: Uint8Array;
-  try {
-    ({ payload: payloadBytes } = await flattenedVerify(jws, key, {
-      algorithms: [...ACCOUNT_ALGS],
-    }));
-  } catch (e) {
-    throw new RaError('malformed', { detail: 'JWS signature verification failed', cause: e });
+  // RFC 7515 §4.1.11: no extension this server would have to understand (RFC 7797 b64 included).
+  if ('crit' in header || 'b64' in header) throw new RaError('malformed', { detail: 'JWS "crit" and "b64" header parameters are not supported' });
+  if (!B64URL.test(jws.protected) || !B64URL.test(jws.payload) || !B64URL.test(jws.signature)) {
+    throw new RaError('malformed', { detail: 'JWS members must be base64url' });
   }
+  // RFC 7515 §5.2: the signature is over ASCII(protected "." payload).
+  if (!verifySignature(alg as AccountAlg, key, Buffer.from(`${jws.protected}.${jws.payload}`, 'ascii'), Buffer.from(jws.signature, 'base64url'))) {
+    throw new RaError('malformed', { detail: 'JWS signature verification failed' });
+  }
+  const payloadBytes = Buffer.from(jws.payload, 'base64url');
   // RFC 8555 §6.5 / §6.7: the nonce is checked after the signature so a forged request cannot burn nonces;
   // an unknown or used nonce is badNonce, and the client retries with the nonce of the error response.
   if (!(await ctx.nonces.consume(header.nonce))) throw new RaError('badNonce', { detail: 'JWS nonce is unknown, expired or already used' });
@@ -154,7 +198,7 @@ export async function verifyAcmeRequest<T = unknown>(ctx: AcmeContext, req: Fast
     protectedHeader: header as AcmeRequest['protectedHeader'],
     jws,
     jwk,
-    thumbprint: await calculateJwkThumbprint(jwk, 'sha256'),
+    thumbprint: account ? account.thumbprint : await calculateJwkThumbprint(jwk, 'sha256'),
     ...(account ? { account } : {}),
   };
 }
