@@ -56,15 +56,23 @@ export class EdgeDriver {
     return new EdgeDriver(results, edge, nc, key, queue, m.topology.node(edge).dc);
   }
 
-  /** An issue envelope for `names` (validated by http-01, account acct-1), signed by the edge. */
-  async issueEnvelope(names: string[], opts: { csr?: string; requested?: EdgePayload['requested'] } = {}): Promise<{ id: string; jws: string }> {
+  /**
+   * An issue envelope for `names` signed by the edge: validated by http-01 and for account acct-1 unless
+   * `identifiers` / `accountId` say otherwise (e.g. a renewal with `renewalOf` and method 'renewal').
+   */
+  async issueEnvelope(
+    names: string[],
+    opts: { csr?: string; requested?: EdgePayload['requested']; identifiers?: EdgePayload['identifiers']; accountId?: string; renewalOf?: string | null } = {},
+  ): Promise<{ id: string; jws: string }> {
     const p = newEdgePayload({
       origin: { node: this.edge, dc: this.dc },
       csr: opts.csr ?? (await makeCsr(names)),
-      identifiers: names.map((value) => ({ type: 'dns' as const, value, validation: { method: 'http-01' as const, at: new Date().toISOString(), from: '127.0.0.1:80' } })),
-      account: { id: 'acct-1', eab: null, jwkThumbprint: 'thumb' },
+      identifiers:
+        opts.identifiers ??
+        names.map((value) => ({ type: 'dns' as const, value, validation: { method: 'http-01' as const, at: new Date().toISOString(), from: '127.0.0.1:80' } })),
+      account: { id: opts.accountId ?? 'acct-1', eab: null, jwkThumbprint: 'thumb' },
       requested: opts.requested ?? { notBefore: null, notAfter: null },
-      renewalOf: null,
+      renewalOf: opts.renewalOf ?? null,
       ttlMs: parseDuration('5m'),
     });
     return { id: p.id, jws: await signEdgeEnvelope(p, this.key) };

@@ -2,15 +2,10 @@ import assert from 'node:assert/strict';
 import { webcrypto } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
-import { connect, type NatsConnection } from 'nats';
-import { nodeConnectOptions } from '../../shared/bus/auth.js';
-import { EnvelopeQueue } from '../../shared/bus/queue.js';
-import { downSubject } from '../../shared/bus/subjects.js';
-import { parseDuration } from '../../shared/config/index.js';
-import { KeyRing, loadOrCreateNodeKey, newEdgePayload, signEdgeEnvelope, verifyResult, type ResultPayload } from '../../shared/envelope/index.js';
-import { createLogger } from '../../shared/logging/logger.js';
+import type { ResultPayload } from '../../shared/envelope/index.js';
 import { readTlv, x509 } from '../../shared/pki/index.js';
 import { httpsFetch, TestAcmeClient } from '../harness/acme-client.js';
+import { EdgeDriver } from '../harness/edge-driver.js';
 import { startTestMesh, type TestMesh } from '../harness/mesh.js';
 import { freePort } from '../harness/ports.js';
 import { pemCerts } from '../harness/tools.js';
@@ -56,9 +51,7 @@ describe('integration: renewal after expiry with the old key', { timeout: 180_00
   let m: TestMesh;
   let ca: Record<string, string>;
   let http01Port: number;
-  let ring: KeyRing;
-  const conns: NatsConnection[] = [];
-  const results = new Map<string, ResultPayload>();
+  const drivers: Record<string, EdgeDriver> = {};
   const NAMES = ['dev-1.example.test', 'dev-2.example.test', 'dev-3.example.test', 'dev-4.example.test'];
 
   before(async () => {
@@ -76,11 +69,10 @@ describe('integration: renewal after expiry with the old key', { timeout: 180_00
       ],
     });
     ca = { 'edge-a': await readFile(m.edgeTlsCert('edge-a'), 'utf8'), 'edge-s': await readFile(m.edgeTlsCert('edge-s'), 'utf8') };
-    ring = await KeyRing.fromDir(m.topology.keysDir(), m.topology.nodes.map((n) => n.id));
   });
 
   after(async () => {
-    for (const c of conns) await c.close().catch(() => undefined);
+    for (const d of Object.values(drivers)) await d.close();
     await m?.stop();
   });
 
@@ -103,34 +95,14 @@ describe('integration: renewal after expiry with the old key', { timeout: 180_00
 
   /** Acts as `edge` on the bus (its credentials and key): sends a hand-made renewal envelope, returns the answer. */
   async function forgedRenewal(edge: string, name: string, renewedDer: Uint8Array, keys: webcrypto.CryptoKeyPair, accountId = 'acct-forged'): Promise<ResultPayload> {
-    const nc = await connect({ servers: m.topology.natsUrl(edge), ...(await nodeConnectOptions(m.topology, edge)) });
-    conns.push(nc);
-    nc.subscribe(downSubject(edge), {
-      callback: async (_e, msg) => {
-        try {
-          const r = await verifyResult(new TextDecoder().decode(msg.data), { topology: m.topology, edge, keys: ring });
-          results.set(r.id, r);
-        } catch {
-          // CRL messages and others' answers are not ours.
-        }
-      },
-    });
-    await nc.flush();
-    const payload = newEdgePayload({
-      origin: { node: edge, dc: 'dc-a' },
+    const d = (drivers[edge] ??= await EdgeDriver.open(m, edge));
+    const { id, jws } = await d.issueEnvelope([name], {
       csr: await csrWith([name], keys),
       identifiers: [{ type: 'dns', value: name, validation: { method: 'renewal', at: new Date().toISOString(), from: 'serial:00' } }],
-      account: { id: accountId, eab: null, jwkThumbprint: 'thumb' },
-      requested: { notBefore: null, notAfter: null },
+      accountId,
       renewalOf: Buffer.from(renewedDer).toString('base64url'),
-      ttlMs: parseDuration('5m'),
     });
-    const q = await EnvelopeQueue.open(nc, m.topology, edge, { log: createLogger('test', { as: edge }) });
-    await q.send(await signEdgeEnvelope(payload, await loadOrCreateNodeKey(m.topology.keysDir(), edge)), payload.id);
-    for (let i = 0; i < 150 && !results.has(payload.id); i++) await new Promise((r) => setTimeout(r, 100));
-    const r = results.get(payload.id);
-    assert.ok(r, 'an answer to the forged renewal');
-    return r;
+    return d.exchange(id, jws, 15_000);
   }
 
   let first: Awaited<ReturnType<typeof issue>>;

@@ -4,17 +4,12 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { connect, type NatsConnection } from 'nats';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { nodeConnectOptions } from '../../shared/bus/auth.js';
-import { EnvelopeQueue } from '../../shared/bus/queue.js';
-import { downSubject } from '../../shared/bus/subjects.js';
-import { parseDuration } from '../../shared/config/index.js';
-import { KeyRing, loadOrCreateNodeKey, newEdgePayload, signEdgeEnvelope, verifyResult, type EnvelopeIdentifier, type ResultPayload } from '../../shared/envelope/index.js';
-import { createLogger } from '../../shared/logging/logger.js';
+import type { EnvelopeIdentifier, ResultPayload } from '../../shared/envelope/index.js';
 import { derToPem, x509 } from '../../shared/pki/index.js';
 import { MESSAGE_TYPE } from '../../services/edge/scep/messages.js';
-import { makeCsr, TestAcmeClient } from '../harness/acme-client.js';
+import { TestAcmeClient } from '../harness/acme-client.js';
+import { EdgeDriver } from '../harness/edge-driver.js';
 import { startTestMesh, type TestMesh, type TestNode } from '../harness/mesh.js';
 import { freePort } from '../harness/ports.js';
 import { fingerprintOf, runScepClient } from '../harness/scepclient.js';
@@ -65,9 +60,8 @@ describe('integration: SCEP enrollment and renewal through the mesh', { timeout:
   let m: TestMesh;
   let dir: string;
   let roots: string;
-  let ring: KeyRing;
   const url: Record<string, string> = {};
-  const conns: NatsConnection[] = [];
+  const drivers: Record<string, EdgeDriver> = {};
   let staleEdge: ChildProcess | undefined;
 
   before(async () => {
@@ -110,11 +104,10 @@ describe('integration: SCEP enrollment and renewal through the mesh', { timeout:
     staleEdge = await spawnUp(join(dir, 'stale-topology.yaml'), 'edge-b');
     await Promise.all(['edge-iot', 'edge-w', 'edge-b'].map((id) => raReady(url[id]!)));
     roots = await httpGet(m.rootsUrl());
-    ring = await KeyRing.fromDir(m.topology.keysDir(), m.topology.nodes.map((n) => n.id));
   });
 
   after(async () => {
-    for (const c of conns) await c.close().catch(() => undefined);
+    for (const d of Object.values(drivers)) await d.close();
     staleEdge?.kill('SIGKILL');
     await m?.stop();
     await rm(dir, { recursive: true, force: true });
@@ -353,35 +346,9 @@ describe('integration: SCEP enrollment and renewal through the mesh', { timeout:
 
   /** Acts as `edge` on the bus (its credentials and key): a hand-made envelope with the given names; returns the answer. */
   async function forged(edge: string, identifiers: EnvelopeIdentifier[], accountId: string): Promise<ResultPayload> {
-    const nc = await connect({ servers: m.topology.natsUrl(edge), ...(await nodeConnectOptions(m.topology, edge)) });
-    conns.push(nc);
-    const results = new Map<string, ResultPayload>();
-    nc.subscribe(downSubject(edge), {
-      callback: async (_e, msg) => {
-        try {
-          const r = await verifyResult(new TextDecoder().decode(msg.data), { topology: m.topology, edge, keys: ring });
-          results.set(r.id, r);
-        } catch {
-          // CRL messages are not answers.
-        }
-      },
-    });
-    await nc.flush();
-    const payload = newEdgePayload({
-      origin: { node: edge, dc: m.topology.node(edge).dc },
-      csr: await makeCsr(identifiers.map((i) => i.value)),
-      identifiers,
-      account: { id: accountId, eab: null, jwkThumbprint: 'thumb' },
-      requested: { notBefore: null, notAfter: null },
-      renewalOf: null,
-      ttlMs: parseDuration('5m'),
-    });
-    const q = await EnvelopeQueue.open(nc, m.topology, edge, { log: createLogger('test', { as: edge }) });
-    await q.send(await signEdgeEnvelope(payload, await loadOrCreateNodeKey(m.topology.keysDir(), edge)), payload.id);
-    for (let i = 0; i < 150 && !results.has(payload.id); i++) await new Promise((r) => setTimeout(r, 100));
-    const r = results.get(payload.id);
-    assert.ok(r, 'an answer to the forged envelope');
-    return r;
+    const d = (drivers[edge] ??= await EdgeDriver.open(m, edge));
+    const { id, jws } = await d.issueEnvelope(identifiers.map((i) => i.value), { identifiers, accountId });
+    return d.exchange(id, jws, 15_000);
   }
 
   test('fail/SCEP validation methods from edges without a scep block, or a scep-ra for another name, are refused upstream', async () => {
