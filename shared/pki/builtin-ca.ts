@@ -6,9 +6,10 @@ import {
   createHash,
   createPrivateKey,
   createPublicKey,
+  KeyObject,
   randomBytes,
+  sign as cryptoSign,
   webcrypto,
-  type KeyObject,
 } from 'node:crypto';
 import { link, mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -27,14 +28,13 @@ import {
   X509CertificateGenerator,
   X509CrlGenerator,
   type Extension,
-  type JsonGeneralName,
   type JsonName,
 } from './x509.js';
 import { RaError } from '../errors/index.js';
 import type { Logger } from '../logging/logger.js';
 import { parseCsr } from './csr.js';
-import { readTlv } from './der.js';
-import { canonicalIp } from './ip.js';
+import { children, oid, readTlv, seq, splitSigned, time, tlv, uint } from './der.js';
+import { canonicalIp, ipToBytes } from './ip.js';
 import { derToPem, pemBlocks } from './pem.js';
 
 export interface SignRequest {
@@ -114,8 +114,28 @@ const EC_SIGNING: Record<string, { namedCurve: string; hash: string }> = {
 };
 
 interface CaKey {
+  /** For @peculiar/x509 (CRLs). */
   key: CryptoKey;
   hash: string;
+  /** For node:crypto sign (leaf certificates). */
+  keyObject: KeyObject;
+  /** node:crypto digest name of `hash`. */
+  digest: string;
+}
+
+/** ecdsa-with-SHA256/384/512 (RFC 5758 §3.2: no parameters). */
+const ECDSA_SIG_OID: Record<string, string> = { 'SHA-256': '1.2.840.10045.4.3.2', 'SHA-384': '1.2.840.10045.4.3.3', 'SHA-512': '1.2.840.10045.4.3.4' };
+const BOOLEAN_TRUE = new Uint8Array([0x01, 0x01, 0xff]);
+
+/** X.520 DirectoryString as @peculiar/x509 and most CAs choose it: PrintableString when it fits, else UTF8String. */
+function directoryString(s: string): Uint8Array {
+  return /^[A-Za-z0-9 '()+,\-./:=?]*$/.test(s) ? tlv(0x13, Buffer.from(s, 'latin1')) : tlv(0x0c, Buffer.from(s, 'utf8'));
+}
+
+function ipBytes(ip: string): Uint8Array {
+  const b = ipToBytes(ip);
+  if (!b) throw new RaError('rejectedIdentifier', { detail: `"${ip}" is not an IP address` });
+  return b;
 }
 
 export class BuiltinCa {
@@ -125,6 +145,9 @@ export class BuiltinCa {
   readonly #intermediate: X509Certificate;
   readonly #intermediateKey: CaKey;
   readonly #intermediateKeyId: string;
+  /** The intermediate's subject Name DER, as written in its certificate: every leaf's issuer. */
+  readonly #intermediateSubject: Uint8Array;
+  readonly #signatureAlgorithm: Uint8Array;
 
   private constructor(rootDer: Uint8Array, intermediateDer: Uint8Array, intermediateKey: CaKey) {
     this.#rootDer = rootDer;
@@ -134,6 +157,12 @@ export class BuiltinCa {
     this.#intermediateKey = intermediateKey;
     const ski = this.#intermediate.getExtension(SubjectKeyIdentifierExtension);
     this.#intermediateKeyId = ski?.keyId ?? keyIdentifier(new Uint8Array(this.#intermediate.publicKey.rawData));
+    // RFC 5280 §4.1.2.4: the issuer field is the issuing CA's subject, byte for byte.
+    const tbs = splitSigned(intermediateDer).tbs;
+    const fields = children(tbs, readTlv(tbs, 0));
+    const subject = fields[fields[0]!.tag === 0xa0 ? 5 : 4]!;
+    this.#intermediateSubject = tbs.slice(subject.start, subject.end);
+    this.#signatureAlgorithm = seq(oid(ECDSA_SIG_OID[intermediateKey.hash]!));
   }
 
   /**
@@ -217,52 +246,61 @@ export class BuiltinCa {
     }
 
     const cn = [...dnsNames, ...ipAddresses].find((n) => n.length <= MAX_CN_LENGTH);
-    const sanNames: JsonGeneralName[] = [
-      ...dnsNames.map((value): JsonGeneralName => ({ type: 'dns', value })),
-      ...ipAddresses.map((value): JsonGeneralName => ({ type: 'ip', value })),
-    ];
-    const keyUsage =
-      csr.keyAlgorithm === 'RSA' && csr.keyDescription.startsWith('RSA ')
-        ? KeyUsageFlags.digitalSignature | KeyUsageFlags.keyEncipherment
-        : KeyUsageFlags.digitalSignature;
+    // RFC 5280 §4.2.1.3: keyEncipherment only for RSA keys (key transport); digitalSignature always.
+    const rsaKey = csr.keyAlgorithm === 'RSA' && csr.keyDescription.startsWith('RSA ');
     const serial = randomSerial();
-    const extensions: Extension[] = [
-      new BasicConstraintsExtension(false, undefined, true),
-      new KeyUsagesExtension(keyUsage, true),
-      new ExtendedKeyUsageExtension([ExtendedKeyUsage.serverAuth, ExtendedKeyUsage.clientAuth], false),
-      new SubjectKeyIdentifierExtension(keyIdentifier(csr.publicKeySpki), false),
-      new AuthorityKeyIdentifierExtension(this.#intermediateKeyId, false),
+    const notBefore = new Date(start);
+    const notAfter = new Date(end);
+    const ext = (id: string, critical: boolean, value: Uint8Array): Uint8Array =>
+      seq(oid(id), ...(critical ? [BOOLEAN_TRUE] : []), tlv(0x04, value));
+    const extensions: Uint8Array[] = [
+      // RFC 5280 §4.2.1.9: an end-entity certificate; cA FALSE is the DEFAULT and so not encoded.
+      ext('2.5.29.19', true, seq()),
+      // KeyUsage BIT STRING, trailing zero bits dropped (X.690 §11.2.2): digitalSignature (0) [+ keyEncipherment (2)].
+      ext('2.5.29.15', true, rsaKey ? new Uint8Array([0x03, 0x02, 0x05, 0xa0]) : new Uint8Array([0x03, 0x02, 0x07, 0x80])),
+      ext('2.5.29.37', false, seq(oid('1.3.6.1.5.5.7.3.1'), oid('1.3.6.1.5.5.7.3.2'))),
+      ext('2.5.29.14', false, tlv(0x04, Buffer.from(keyIdentifier(csr.publicKeySpki), 'hex'))),
+      ext('2.5.29.35', false, seq(tlv(0x80, Buffer.from(this.#intermediateKeyId, 'hex')))),
       // RFC 5280 §4.2.1.6: with an empty subject the SAN must be critical.
-      new SubjectAlternativeNameExtension(sanNames, cn === undefined),
+      ext(
+        '2.5.29.17',
+        cn === undefined,
+        seq(
+          ...dnsNames.map((n) => tlv(0x82, Buffer.from(n, 'latin1'))),
+          ...ipAddresses.map((ip) => tlv(0x87, ipBytes(ip))),
+        ),
+      ),
     ];
-    if (req.crlUrl) extensions.push(new CRLDistributionPointsExtension([req.crlUrl], false));
+    // RFC 5280 §4.2.1.13: DistributionPoint { distributionPoint [0] { fullName [0] { URI [6] } } }.
+    if (req.crlUrl) extensions.push(ext('2.5.29.31', false, seq(seq(tlv(0xa0, tlv(0xa0, tlv(0x86, Buffer.from(req.crlUrl, 'utf8'))))))));
 
-    let cert: X509Certificate;
+    // RFC 5280 §4.1: TBSCertificate, v3.
+    const tbs = seq(
+      tlv(0xa0, tlv(0x02, new Uint8Array([2]))),
+      uint(Buffer.from(serial, 'hex')),
+      this.#signatureAlgorithm,
+      this.#intermediateSubject,
+      seq(time(notBefore), time(notAfter)),
+      cn === undefined ? seq() : seq(tlv(0x31, seq(oid('2.5.4.3'), directoryString(cn)))),
+      csr.publicKeySpki,
+      tlv(0xa3, seq(...extensions)),
+    );
+    let signature: Buffer;
     try {
-      cert = await X509CertificateGenerator.create(
-        {
-          serialNumber: serial,
-          ...(cn !== undefined ? { subject: [{ CN: [cn] }] satisfies JsonName } : {}),
-          issuer: inter.subjectName,
-          notBefore: new Date(start),
-          notAfter: new Date(end),
-          publicKey: csr.publicKeySpki,
-          signingKey: this.#intermediateKey.key,
-          signingAlgorithm: { name: 'ECDSA', hash: { name: this.#intermediateKey.hash } } as EcdsaParams,
-          extensions,
-        },
-        crypto,
+      signature = await new Promise<Buffer>((resolve, reject) =>
+        cryptoSign(this.#intermediateKey.digest, tbs, { key: this.#intermediateKey.keyObject, dsaEncoding: 'der' }, (err, sig) => (err ? reject(err) : resolve(sig))),
       );
     } catch (e) {
       throw new RaError('serverInternal', { detail: 'the builtin CA could not sign the certificate', cause: e });
     }
-    const certificatePem = derToPem(new Uint8Array(cert.rawData), 'CERTIFICATE');
+    const certDer = seq(tbs, this.#signatureAlgorithm, tlv(0x03, new Uint8Array([0]), signature));
+    const certificatePem = derToPem(certDer, 'CERTIFICATE');
     return {
       certificatePem,
       chainPem: certificatePem + this.#intermediatePem,
       serial,
-      notBefore: cert.notBefore,
-      notAfter: cert.notAfter,
+      notBefore,
+      notAfter,
     };
   }
 
@@ -360,7 +398,8 @@ export class BuiltinCa {
     await writeExclusive(join(dir, CA_FILES.root), derToPem(rootDer, 'CERTIFICATE'), 0o644);
     await writeExclusive(join(dir, CA_FILES.intermediate), derToPem(interDer, 'CERTIFICATE'), 0o644);
 
-    return new BuiltinCa(rootDer, interDer, { key: await importSigningKey(interKeys.privateKey), hash: 'SHA-256' });
+    const interKeyObject = KeyObject.from(interKeys.privateKey);
+    return new BuiltinCa(rootDer, interDer, { key: await importSigningKey(interKeys.privateKey), hash: 'SHA-256', keyObject: interKeyObject, digest: 'sha256' });
   }
 
   private static async load(dir: string, log?: Logger): Promise<BuiltinCa> {
@@ -426,7 +465,7 @@ export class BuiltinCa {
     if (new Date(inter.validTo).getTime() <= Date.now()) {
       log?.warn({ notAfter: inter.validTo }, 'builtin CA intermediate certificate has expired; issuance will fail');
     }
-    return new BuiltinCa(rootDer, interDer, { key, hash: curve!.hash });
+    return new BuiltinCa(rootDer, interDer, { key, hash: curve!.hash, keyObject: interKey, digest: curve!.hash.replace('-', '').toLowerCase() });
   }
 }
 

@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { webcrypto } from 'node:crypto';
+import { createHash, webcrypto } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, unlink, writeFile, copyFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,6 +19,7 @@ import {
 } from '../../shared/pki/x509.js';
 import { RaError } from '../../shared/errors/index.js';
 import { BuiltinCa, CA_FILES, pemToDer, type SignRequest } from '../../shared/pki/index.js';
+import { readTlv, splitSigned, time } from '../../shared/pki/der.js';
 
 type KeyKind = 'ec-p256' | 'ec-p384' | 'rsa-2048' | 'rsa-3072' | 'rsa-4096' | 'ed25519';
 
@@ -404,4 +405,84 @@ test('ok/created-logs-root-fingerprint', async () => {
   );
   assert.notEqual(fresh.rootFingerprint(), ca.rootFingerprint());
   assert.equal(leafOf(fresh.rootPem()).subject, 'O=ra-mesh, CN=ra-mesh Root CA'); // default name
+});
+
+// The leaf is written with a small DER writer (shared/pki/der.ts) and signed with node:crypto. These
+// cases rebuild each issued certificate's TBSCertificate with @peculiar/x509's generator from the
+// same inputs (serial, validity, key, names) and require the two to be byte for byte the same.
+interface SameAsGeneratorCase {
+  name: string;
+  kind: KeyKind;
+  dns: string[];
+  ips: string[];
+  crlUrl?: string;
+}
+const sameAsGeneratorCases: SameAsGeneratorCase[] = [
+  { name: 'ok/tbs-same-as-x509-generator/ec-dns-ip-crl', kind: 'ec-p256', dns: ['a.example.test', 'b.example.test'], ips: ['192.0.2.7'], crlUrl: 'http://gw.example.test:8080/crl' },
+  { name: 'ok/tbs-same-as-x509-generator/wildcard-cn-utf8', kind: 'ec-p384', dns: ['*.example.test'], ips: [] },
+  { name: 'ok/tbs-same-as-x509-generator/rsa-key-encipherment', kind: 'rsa-2048', dns: ['rsa.example.test'], ips: [] },
+  { name: 'ok/tbs-same-as-x509-generator/ed25519-ipv6-only', kind: 'ed25519', dns: [], ips: ['2001:db8::1', '10.1.2.3'] },
+  { name: 'ok/tbs-same-as-x509-generator/long-name-no-subject', kind: 'ec-p256', dns: [`${'l'.repeat(60)}.example.test`], ips: [] },
+  { name: 'ok/tbs-same-as-x509-generator/many-names', kind: 'ec-p256', dns: Array.from({ length: 40 }, (_, i) => `host-${i}.example.test`), ips: [] },
+];
+
+for (const c of sameAsGeneratorCases) {
+  test(c.name, async () => {
+    const x509 = await import('../../shared/pki/x509.js');
+    const csr = await makeCsr(c.kind, c.dns, c.ips, c.dns[0] ?? c.ips[0]);
+    const signed = await ca.sign({ csrDer: csr, dnsNames: c.dns, ipAddresses: c.ips, lifetimeMs: 3 * DAY, ...(c.crlUrl ? { crlUrl: c.crlUrl } : {}) });
+    const leafDer = pemToDer(signed.certificatePem)[0]!;
+    const inter = leafOf(ca.intermediatePem());
+    const interKey = await webcrypto.subtle.importKey(
+      'pkcs8',
+      pemToDer(await readFile(path.join(dir, CA_FILES.intermediateKey), 'utf8'), 'PRIVATE KEY')[0]!,
+      { name: 'ECDSA', namedCurve: 'P-256' },
+      false,
+      ['sign'],
+    );
+    const spki = new Uint8Array(new x509.Pkcs10CertificateRequest(csr).publicKey.rawData);
+    const cn = [...c.dns, ...c.ips].find((n) => n.length <= 64);
+    const ski = inter.getExtension(x509.SubjectKeyIdentifierExtension)!.keyId;
+    // RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING (after its unused-bits byte).
+    const outer = readTlv(spki, 0);
+    const bits = readTlv(spki, readTlv(spki, outer.contentStart).end);
+    const leafKeyId = createHash('sha1').update(spki.subarray(bits.contentStart + 1, bits.end)).digest('hex');
+    const expected = await x509.X509CertificateGenerator.create(
+      {
+        serialNumber: signed.serial,
+        ...(cn !== undefined ? { subject: [{ CN: [cn] }] } : {}),
+        issuer: inter.subjectName,
+        notBefore: signed.notBefore,
+        notAfter: signed.notAfter,
+        publicKey: spki,
+        signingKey: interKey,
+        signingAlgorithm: { name: 'ECDSA', hash: { name: 'SHA-256' } },
+        extensions: [
+          new BasicConstraintsExtension(false, undefined, true),
+          new KeyUsagesExtension(c.kind.startsWith('rsa') ? KeyUsageFlags.digitalSignature | KeyUsageFlags.keyEncipherment : KeyUsageFlags.digitalSignature, true),
+          new ExtendedKeyUsageExtension([ExtendedKeyUsage.serverAuth, ExtendedKeyUsage.clientAuth], false),
+          new x509.SubjectKeyIdentifierExtension(leafKeyId, false),
+          new x509.AuthorityKeyIdentifierExtension(ski, false),
+          new SubjectAlternativeNameExtension(
+            [...c.dns.map((value): JsonGeneralName => ({ type: 'dns', value })), ...c.ips.map((value): JsonGeneralName => ({ type: 'ip', value }))],
+            cn === undefined,
+          ),
+          ...(c.crlUrl ? [new x509.CRLDistributionPointsExtension([c.crlUrl], false)] : []),
+        ],
+      },
+      webcrypto,
+    );
+    assert.equal(
+      Buffer.from(splitSigned(leafDer).tbs).toString('hex'),
+      Buffer.from(splitSigned(new Uint8Array(expected.rawData)).tbs).toString('hex'),
+    );
+    assert.ok(await new x509.X509Certificate(leafDer).verify({ publicKey: inter.publicKey, signatureOnly: true }, webcrypto));
+    if (OPENSSL) await opensslVerify(signed.chainPem);
+  });
+}
+
+test('ok/validity-utctime-until-2049-generalizedtime-from-2050', () => {
+  // RFC 5280 §4.1.2.5: UTCTime (tag 0x17) for 1950-2049, GeneralizedTime (0x18) from 2050; seconds, Z.
+  assert.equal(Buffer.from(time(new Date('2049-12-31T23:59:59.900Z'))).toString('latin1'), '\x17\x0d491231235959Z');
+  assert.equal(Buffer.from(time(new Date('2050-01-01T00:00:00Z'))).toString('latin1'), '\x18\x0f20500101000000Z');
 });

@@ -347,3 +347,172 @@ test('ok/openssl-csr-ec', { skip: hasOpenssl() ? false : 'openssl is not on PATH
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+// parseCsr reads the DER itself. These cases parse a corpus of CSRs (every key type, every SAN type,
+// rich openssl subjects and extensions, RSA-PSS parameters) with @peculiar/x509 as well and require
+// the same answers.
+async function peculiarView(der: Uint8Array) {
+  const x509 = await import('../../shared/pki/x509.js');
+  const req = new x509.Pkcs10CertificateRequest(der);
+  const dnsNames: string[] = [];
+  const ipAddresses: string[] = [];
+  const emailAddresses: string[] = [];
+  const uris: string[] = [];
+  for (const ext of req.extensions) {
+    if (ext.type !== '2.5.29.17') continue;
+    for (const gn of new x509.SubjectAlternativeNameExtension(ext.rawData).names.items) {
+      const add = (xs: string[], v: string) => void (xs.includes(v) || xs.push(v));
+      if (gn.type === 'dns') add(dnsNames, gn.value.toLowerCase());
+      else if (gn.type === 'ip') add(ipAddresses, canonicalIp(gn.value)!);
+      else if (gn.type === 'email') add(emailAddresses, gn.value);
+      else if (gn.type === 'url') add(uris, gn.value);
+    }
+  }
+  const alg = req.signatureAlgorithm as unknown as { name: string; hash?: { name: string }; namedCurve?: string };
+  const h = alg.hash?.name.replace('-', '');
+  const signatureAlgorithm =
+    alg.name === 'ECDSA' ? `ECDSA-${h}` : alg.name === 'RSASSA-PKCS1-v1_5' ? `${h}-RSA` : alg.name === 'RSA-PSS' ? `${h}-RSAPSS` : alg.name === 'EdDSA' ? alg.namedCurve : alg.name;
+  const cn = req.subjectName.getField('CN')[0];
+  return {
+    dnsNames,
+    ipAddresses,
+    emailAddresses,
+    uris,
+    ...(cn ? { commonName: cn } : {}),
+    signatureAlgorithm,
+    extensions: [...req.extensions].map((e) => ({ oid: e.type, critical: e.critical })),
+    publicKeySpki: Buffer.from(req.publicKey.rawData).toString('hex'),
+  };
+}
+
+function opensslCsr(args: string[]): Promise<Uint8Array> {
+  return (async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'ra-mesh-csr-'));
+    try {
+      const pem = execFileSync('openssl', ['req', '-new', '-nodes', '-keyout', path.join(dir, 'key.pem'), ...args], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      return pemToDer(pem)[0]!;
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  })();
+}
+
+const corpus: Array<{ name: string; make: () => Promise<Uint8Array>; openssl?: boolean }> = [
+  ...(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-pss-2048', 'ed25519'] as const).flatMap((kind) => [
+    { name: `ok/same-as-x509/${kind}/dns`, make: () => makeCsr(kind, { cn: 'A.Example.Test', dns: ['A.example.test', 'a.example.test', 'b.example.test'] }) },
+    { name: `ok/same-as-x509/${kind}/ip`, make: () => makeCsr(kind, { dns: ['c.example.test'], ips: ['192.0.2.1', '2001:db8::1', '192.0.2.1'] }) },
+    {
+      name: `ok/same-as-x509/${kind}/email-url`,
+      make: () => makeCsr(kind, { cn: 'dev', dns: ['d.example.test'], extra: [{ type: 'email', value: 'x@example.test' }, { type: 'url', value: 'spiffe://example.test/dev' }] }),
+    },
+  ]),
+  { name: 'ok/same-as-x509/no-extensions', make: () => makeCsr('ec-p256', { cn: 'only-cn.example.test' }) },
+  {
+    name: 'ok/same-as-x509/openssl-rich-subject-and-extensions',
+    openssl: true,
+    make: () =>
+      opensslCsr([
+        '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-521',
+        '-subj', '/C=DE/O=Acme, Inc./OU=IoT/CN=dev-1.example.test/emailAddress=ops@example.test',
+        '-addext', 'subjectAltName=DNS:dev-1.example.test,IP:10.9.8.7,email:ops@example.test,URI:urn:dev:1',
+        '-addext', 'keyUsage=critical,digitalSignature',
+        '-addext', 'extendedKeyUsage=serverAuth,clientAuth',
+        '-addext', 'basicConstraints=critical,CA:FALSE',
+      ]),
+  },
+  {
+    name: 'ok/same-as-x509/openssl-utf8-cn',
+    openssl: true,
+    make: () => opensslCsr(['-newkey', 'rsa:2048', '-utf8', '-subj', '/CN=gerät.example.test', '-addext', 'subjectAltName=DNS:xn--gert-7qa.example.test']),
+  },
+  {
+    name: 'ok/same-as-x509/openssl-rsa-pss-sha384',
+    openssl: true,
+    make: () =>
+      opensslCsr([
+        '-newkey', 'rsa:2048', '-sha384', '-sigopt', 'rsa_padding_mode:pss', '-sigopt', 'rsa_pss_saltlen:48',
+        '-subj', '/CN=pss.example.test', '-addext', 'subjectAltName=DNS:pss.example.test',
+      ]),
+  },
+  { name: 'ok/same-as-x509/openssl-ed25519', openssl: true, make: () => opensslCsr(['-newkey', 'ed25519', '-subj', '/CN=ed.example.test']) },
+  { name: 'ok/same-as-x509/openssl-ed448', openssl: true, make: () => opensslCsr(['-newkey', 'ed448', '-subj', '/O=x', '-addext', 'subjectAltName=DNS:ed448.example.test']) },
+];
+
+for (const c of corpus) {
+  test(c.name, { skip: c.openssl && !hasOpenssl() ? 'openssl is not on PATH' : false }, async () => {
+    const der = await c.make();
+    const info = await parseCsr(der, { otherNames: true });
+    const want = await peculiarView(der);
+    assert.deepEqual(
+      {
+        dnsNames: info.dnsNames,
+        ipAddresses: info.ipAddresses,
+        emailAddresses: info.emailAddresses,
+        uris: info.uris,
+        ...(info.commonName !== undefined ? { commonName: info.commonName } : {}),
+        signatureAlgorithm: info.signatureAlgorithm,
+        extensions: info.extensions,
+        publicKeySpki: Buffer.from(info.publicKeySpki).toString('hex'),
+      },
+      want,
+    );
+  });
+}
+
+const strictCases: Array<{ name: string; make: () => Promise<Uint8Array>; detail: RegExp; openssl?: boolean }> = [
+  {
+    name: 'fail/sha1-signature',
+    openssl: true,
+    make: () => opensslCsr(['-newkey', 'rsa:2048', '-sha1', '-subj', '/CN=old.example.test']),
+    detail: /hash SHA-1 is not accepted/,
+  },
+  {
+    name: 'fail/duplicate-san-extension',
+    make: async () => {
+      const keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+      const csr = await Pkcs10CertificateRequestGenerator.create(
+        {
+          keys,
+          signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+          extensions: [
+            new SubjectAlternativeNameExtension([{ type: 'dns', value: 'a.example.test' }]),
+            new SubjectAlternativeNameExtension([{ type: 'dns', value: 'b.example.test' }]),
+          ],
+        },
+        webcrypto,
+      );
+      return new Uint8Array(csr.rawData);
+    },
+    detail: /extension 2\.5\.29\.17 more than once/,
+  },
+  {
+    name: 'fail/version-not-v1',
+    make: async () => {
+      const der = await makeCsr('ec-p256', { dns: ['a.example.test'] });
+      const at = Buffer.from(der).indexOf(Buffer.from([0x02, 0x01, 0x00]));
+      der[at + 2] = 1;
+      return der;
+    },
+    detail: /not a valid PKCS#10 request/,
+  },
+  {
+    name: 'fail/ber-indefinite-length-inside',
+    make: async () => {
+      const der = await makeCsr('ec-p256', { dns: ['a.example.test'] });
+      // The subject SEQUENCE (right after the version) re-encoded with an indefinite length.
+      const at = Buffer.from(der).indexOf(Buffer.from([0x02, 0x01, 0x00])) + 3;
+      der[at + 1] = 0x80;
+      return der;
+    },
+    detail: /not a valid PKCS#10/,
+  },
+];
+
+for (const c of strictCases) {
+  test(c.name, { skip: c.openssl && !hasOpenssl() ? 'openssl is not on PATH' : false }, async () => {
+    await rejectsBadCsr(parseCsr(await c.make()), c.detail);
+  });
+}
