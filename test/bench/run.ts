@@ -8,6 +8,7 @@
 //   npm run bench -- relay throughput  # a subset: crypto, relay, throughput, acme, memory
 //   BENCH_SCALE=0.3 npm run bench      # shorter windows and fewer samples (a smoke run)
 //   BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench -- acme   # profile the node processes
+//   BENCH_NODE_ARGS=... BENCH_NODE_ARGS_FOR=gw,d1-r1 npm run bench -- relay        # only those nodes
 
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -74,6 +75,7 @@ try {
       : [],
     // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile every node process.
     ...(process.env.BENCH_NODE_ARGS ? { nodeArgs: process.env.BENCH_NODE_ARGS.split(/\s+/).filter(Boolean) } : {}),
+    ...(process.env.BENCH_NODE_ARGS_FOR ? { nodeArgsFor: process.env.BENCH_NODE_ARGS_FOR.split(',').map((s) => s.trim()) } : {}),
   });
   stops.unshift(() => cm.stop());
   for (const [, d] of cm.drivers) await d.warmUp();

@@ -58,6 +58,8 @@ export interface ChainMeshOptions {
   extra?: TestNode[];
   /** Node.js flags of every node process (e.g. --cpu-prof, which NODE_OPTIONS does not take). */
   nodeArgs?: string[];
+  /** Only these node ids get `nodeArgs` (default: all): profiling every process at once slows them all. */
+  nodeArgsFor?: string[];
   /** Environment of every node process. */
   env?: NodeJS.ProcessEnv;
   /** Pre-made CSRs per driver (reused cyclically; default 64). */
@@ -97,7 +99,9 @@ async function startChainMeshOnce(opts: ChainMeshOptions): Promise<ChainMesh> {
     // Every node process at once (each retries its parent's and children's streams until they exist).
     const spawned = nodes.filter((n) => n.role !== 'edge' || (opts.extra ?? []).some((x) => x.id === n.id));
     // All settle before an error is thrown, so the stop below ends every process that did start.
-    const started = await Promise.allSettled(spawned.map(async (n) => procs.set(n.id, await spawnNode(m.topologyFile, n.id, opts))));
+    const started = await Promise.allSettled(spawned.map(async (n) =>
+        procs.set(n.id, await spawnNode(m.topologyFile, n.id, { ...opts, nodeArgs: !opts.nodeArgsFor || opts.nodeArgsFor.includes(n.id) ? opts.nodeArgs ?? [] : [] })),
+      ),);
     const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
     const keys = await loadMeshKeyRing(m.topology);

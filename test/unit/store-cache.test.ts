@@ -1,0 +1,128 @@
+// The node store's read cache (shared/store/store.ts) against a real LevelDB in a temp dir: what a
+// read returns is always what the database holds (checked by reopening it), whatever the order of
+// writes, deletes, batches, failed writes and reads racing writes.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { CACHE_ENTRIES, NodeStore } from '../../shared/store/index.js';
+
+async function withDb(fn: (db: NodeStore, dir: string) => Promise<void>) {
+  const dir = await mkdtemp(join(tmpdir(), 'ra-mesh-cache-'));
+  const db = await NodeStore.open(dir);
+  try {
+    await fn(db, dir);
+  } finally {
+    await db.close().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('ok/read-after-write-gives-a-fresh-copy', async () => {
+  await withDb(async (db) => {
+    const c = db.collection<{ n: number; tags: string[] }>('x');
+    const v = { n: 1, tags: ['a'] };
+    await c.put('k', v);
+    v.tags.push('changed after put'); // the caller's object is not the stored value
+    const a = (await c.get('k'))!;
+    assert.deepEqual(a, { n: 1, tags: ['a'] });
+    a.tags.push('changed by a reader');
+    assert.deepEqual(await c.get('k'), { n: 1, tags: ['a'] });
+    assert.equal(db.collection('x'), c, 'one collection object per name, so every write reaches its cache');
+  });
+});
+
+test('ok/del-and-batch-are-seen', async () => {
+  await withDb(async (db) => {
+    const a = db.collection<string>('a');
+    const b = db.collection<string>('b');
+    await a.put('k', 'one');
+    assert.equal(await a.get('k'), 'one');
+    await a.del('k');
+    assert.equal(await a.get('k'), undefined);
+    await db.batch([
+      { coll: a as never, type: 'put', key: 'k', value: 'two' },
+      { coll: b as never, type: 'put', key: 'k', value: 'three' },
+    ]);
+    assert.equal(await a.get('k'), 'two');
+    assert.equal(await b.get('k'), 'three');
+    await db.batch([{ coll: b as never, type: 'del', key: 'k' }]);
+    assert.equal(await b.get('k'), undefined);
+  });
+});
+
+test('fail/a-refused-write-leaves-the-stored-value', async () => {
+  await withDb(async (db) => {
+    const c = db.collection<unknown>('x');
+    await c.put('k', { v: 1 });
+    // level refuses an undefined value; the cache must not keep what was never written.
+    await assert.rejects(c.put('k', undefined));
+    assert.deepEqual(await c.get('k'), { v: 1 });
+    await assert.rejects(db.batch([{ coll: c as never, type: 'put', key: 'k', value: undefined }]));
+    assert.deepEqual(await c.get('k'), { v: 1 });
+  });
+});
+
+test('ok/a-read-racing-a-write-does-not-cache-the-old-value', async () => {
+  await withDb(async (db) => {
+    const c = db.collection<string>('x');
+    await c.put('k', 'old');
+    // Push k out of the cache so the next read goes to the disk.
+    for (let i = 0; i <= CACHE_ENTRIES; i++) await c.put(`filler-${i}`, 'f');
+    const reading = c.get('k'); // a disk read, in flight
+    const writing = c.put('k', 'new'); // issued before the read resolves
+    assert.equal(await reading, 'old');
+    await writing;
+    assert.equal(await c.get('k'), 'new');
+  });
+});
+
+test('ok/seeded-random-operations-match-the-database', async () => {
+  await withDb(async (db, dir) => {
+    const c = db.collection<{ i: number; pad: string }>('x');
+    const model = new Map<string, { i: number; pad: string }>();
+    let seed = 12345;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const keys = 3 * CACHE_ENTRIES;
+    const pending: Array<Promise<unknown>> = [];
+    for (let op = 0; op < 6000; op++) {
+      const k = `k${rnd(keys)}`;
+      const r = rnd(10);
+      if (r < 4) {
+        const v = { i: op, pad: 'p'.repeat(rnd(200)) };
+        model.set(k, v);
+        pending.push(c.put(k, v));
+      } else if (r < 5) {
+        model.delete(k);
+        pending.push(c.del(k));
+      } else if (r < 6) {
+        const k2 = `k${rnd(keys)}`;
+        const v = { i: op, pad: '' };
+        model.set(k, v);
+        model.delete(k2 === k ? `${k}-none` : k2);
+        pending.push(db.batch([
+          { coll: c as never, type: 'put', key: k, value: v },
+          ...(k2 === k ? [] : [{ coll: c as never, type: 'del' as const, key: k2 }]),
+        ]));
+      } else {
+        const want = model.get(k);
+        pending.push(c.get(k).then((got) => assert.deepEqual(got, want, `read of ${k} at op ${op}`)));
+      }
+      if (pending.length >= 16) await Promise.all(pending.splice(0));
+    }
+    await Promise.all(pending);
+    for (let i = 0; i < keys; i++) assert.deepEqual(await c.get(`k${i}`), model.get(`k${i}`), `k${i} through the cache`);
+    await db.close();
+    const again = await NodeStore.open(dir);
+    try {
+      const d = again.collection<{ i: number; pad: string }>('x');
+      for (let i = 0; i < keys; i++) assert.deepEqual(await d.get(`k${i}`), model.get(`k${i}`), `k${i} on disk`);
+    } finally {
+      await again.close();
+    }
+  });
+});
