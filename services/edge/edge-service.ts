@@ -86,6 +86,9 @@ export class EdgeService {
   private listening?: string;
   /** Envelopes in the outbox (awaiting their result), as counted by the last sweep. */
   private outboxSize = 0;
+  /** Finalize requests holding their answer for an order's result (acme.finalizeWait), by order id. */
+  private readonly orderWaiters = new Map<string, Set<() => void>>();
+  private stopping = false;
 
   private constructor(
     readonly nodeId: string,
@@ -173,6 +176,7 @@ export class EdgeService {
       submit: (order, csrDer) => self!.submit(order, csrDer),
       revoke: (req) => self!.revocations.request(req, parseDuration(acme.revokeWait)),
       findCertificate: (der) => self!.revocations.findByDer(der),
+      awaitOrder: (orderId, ms) => self!.awaitOrder(orderId, ms),
     };
     self = new EdgeService(nodeId, topology, store, key, keys, ctx, tls, log, opts.retransmitMs ?? 3000);
     return self;
@@ -224,7 +228,36 @@ export class EdgeService {
     this.log.info({ directory: this.directoryUrl, listen: this.listening, tlsCert: this.tls.certFile, parent: this.parent }, 'edge started');
   }
 
+  /** See AcmeContext.awaitOrder. */
+  private awaitOrder(orderId: string, ms: number): Promise<void> {
+    if (this.stopping || ms <= 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      let set = this.orderWaiters.get(orderId);
+      if (!set) this.orderWaiters.set(orderId, (set = new Set()));
+      const done = (): void => {
+        clearTimeout(timer);
+        set!.delete(done);
+        if (set!.size === 0 && this.orderWaiters.get(orderId) === set) this.orderWaiters.delete(orderId);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      set.add(done);
+      // A result applied just before this waiter was added: the order is no longer processing.
+      void this.store.orders.get(orderId).then(
+        (o) => o?.status !== 'processing' && done(),
+        () => done(),
+      );
+    });
+  }
+
+  private orderSettled(orderId: string): void {
+    for (const done of [...(this.orderWaiters.get(orderId) ?? [])]) done();
+  }
+
   async stop(): Promise<void> {
+    // Held finalize answers go out now (the order as it stands), so closing the listener does not wait for them.
+    this.stopping = true;
+    for (const id of [...this.orderWaiters.keys()]) this.orderSettled(id);
     await this.metricsServer?.close();
     if (this.timer) clearInterval(this.timer);
     await this.app?.close();
@@ -466,6 +499,14 @@ export class EdgeService {
     const log = this.log.child({ envelopeId: result.id });
     const orderId = await this.store.orderByEnvelope.get(result.id);
     if (!orderId) return log.warn('result for an unknown envelope dropped');
+    try {
+      await this.applyResult(orderId, result, log);
+    } finally {
+      this.orderSettled(orderId);
+    }
+  }
+
+  private async applyResult(orderId: string, result: ResultPayload, log: Logger): Promise<void> {
     await this.ctx.locks.run(`order:${orderId}`, async () => {
       const order = await this.store.orders.get(orderId);
       if (order && order.status === 'invalid' && order.envelopeId === result.id && result.status === 'valid' && result.certificate) {

@@ -145,6 +145,9 @@ export const acmeSchema = z
       .describe('TLS certificate for the ACME listener; without it the edge makes and keeps a self-signed one'),
     orderLifetime: duration.default('24h').describe('how long a pending or processing order stays usable'),
     retryAfter: z.number().int().min(1).max(3600).default(1).describe('seconds sent in Retry-After while an order is processing'),
+    finalizeWait: duration
+      .default('2s')
+      .describe('how long finalize holds its answer for the certificate (then "valid" at once) before answering "processing" with Retry-After; 0s answers at once'),
     revokeWait: duration
       .default('5s')
       .describe('how long revokeCert waits for the CA answer before replying serverInternal (the revocation still completes)'),

@@ -197,6 +197,11 @@ describe('integration: the edge ACME server refuses what RFC 8555 refuses, and c
   test('ok/after every refusal the ready order finalizes; the certificate is the PEM chain, leaf then issuer', async () => {
     const fin = await client.post(readyOrder.order.finalize, { csr: await makeCsr([NAME]) });
     assert.equal(fin.status, 200, fin.body);
+    // acme.finalizeWait (default 2s): with the mesh up the answer waits for the certificate, so the
+    // client sees "valid" and its certificate URL at once, and no Retry-After (nothing to poll for).
+    assert.equal(fin.json().status, 'valid', fin.body);
+    assert.match(fin.json().certificate, /\/acme\/cert\//);
+    assert.equal(fin.headers['retry-after'], undefined);
     const done = await client.poll(readyOrder.url, (o) => o.status === 'valid' || o.status === 'invalid');
     assert.equal(done.status, 'valid');
     const cert = await client.post(done.certificate, undefined);

@@ -49,6 +49,8 @@ export interface AcmeContext {
   submit(order: OrderRecord, csrDer: Uint8Array): Promise<void>;
   /** Sends an authorized revocation up the mesh and waits (bounded) for the CA's answer (RFC 8555 §7.6). */
   revoke(req: RevocationRequest): Promise<void>;
+  /** Resolves once the order's result has been applied (valid or invalid), or after `ms`, or at stop. */
+  awaitOrder(orderId: string, ms: number): Promise<void>;
   /** The certificate this edge received with exactly this DER (leaf), if any. */
   findCertificate(der: Uint8Array): Promise<CertificateRecord | undefined>;
 }

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { parseDuration } from '../../../shared/config/index.js';
 import { RaError } from '../../../shared/errors/index.js';
 import { certificateFacts, csrNames, leafDer, parseCsr } from '../../../shared/pki/index.js';
 import type { AcmeContext } from './context.js';
@@ -59,8 +60,18 @@ export function registerFinalize(app: FastifyInstance, ctx: AcmeContext): void {
       await ctx.submit(o, csr.der);
       return o;
     });
+    // RFC 8555 §7.4 lets the server answer finalize with the order in any state: the answer is held up
+    // to acme.finalizeWait for the certificate (as Boulder's synchronous finalize does), so a client
+    // usually gets "valid" here and skips polling. The order is already durably processing and its
+    // envelope on its way: nothing depends on this wait.
+    let now = order;
+    const wait = parseDuration(ctx.acme.finalizeWait);
+    if (wait > 0) {
+      await ctx.awaitOrder(order.id, wait);
+      now = (await ctx.store.orders.get(order.id)) ?? order;
+    }
     // RFC 8555 §7.4: while processing, Retry-After says when to poll the order again.
-    reply.header('Retry-After', String(ctx.acme.retryAfter));
-    return reply.code(200).header('Location', orderUrl(ctx, order.id)).send(orderView(ctx, order));
+    if (now.status === 'processing') reply.header('Retry-After', String(ctx.acme.retryAfter));
+    return reply.code(200).header('Location', orderUrl(ctx, now.id)).send(orderView(ctx, now));
   });
 }
