@@ -68,6 +68,10 @@ const CSR_PEM_LABELS = new Set(['CERTIFICATE REQUEST', 'NEW CERTIFICATE REQUEST'
 const HASHES: Record<string, string> = { 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
 const EC_CURVES: Record<string, string> = { prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' };
 
+/** CSRs (their exact DER) whose key passed checkKey and whose self-signature verified, with what was found. */
+const verifiedCsrs = new Map<string, ReturnType<typeof checkKey> & { signatureAlgorithm: string }>();
+const VERIFIED_MAX = 256;
+
 function badCsr(detail: string, cause?: unknown): RaError {
   return new RaError('badCSR', cause === undefined ? { detail } : { detail, cause });
 }
@@ -93,14 +97,23 @@ export async function parseCsr(input: Uint8Array | string, opts: ParseCsrOptions
   const body = safe(() => readRequest(der, parts.tbs, parts.algorithm), 'the CSR is not a valid PKCS#10 request');
   const spki = body.spki;
 
-  let key: KeyObject;
-  try {
-    key = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
-  } catch (e) {
-    throw badCsr('the CSR public key is invalid or of an unsupported type', e);
+  // The key import and the signature check are the costly part (~0.5 ms): a CSR seen again in this
+  // process (the gateway reads it, then its CA service) reuses the answer for exactly these bytes.
+  const seenKey = Buffer.from(der).toString('base64');
+  let checked = verifiedCsrs.get(seenKey);
+  if (!checked) {
+    let key: KeyObject;
+    try {
+      key = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
+    } catch (e) {
+      throw badCsr('the CSR public key is invalid or of an unsupported type', e);
+    }
+    const facts = checkKey(key);
+    checked = { ...facts, signatureAlgorithm: await verifySignature(body.algorithm, key, parts.tbs, parts.signature) };
+    if (verifiedCsrs.size >= VERIFIED_MAX) verifiedCsrs.delete(verifiedCsrs.keys().next().value!);
+    verifiedCsrs.set(seenKey, checked);
   }
-  const { keyAlgorithm, keyDescription, keyBits, curve } = checkKey(key);
-  const signatureAlgorithm = await verifySignature(body.algorithm, key, parts.tbs, parts.signature);
+  const { keyAlgorithm, keyDescription, keyBits, curve, signatureAlgorithm } = checked;
 
   const commonNames = body.commonNames;
   if (commonNames.length > 1) throw badCsr('the CSR subject has more than one common name');

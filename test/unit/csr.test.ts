@@ -516,3 +516,16 @@ for (const c of strictCases) {
     await rejectsBadCsr(parseCsr(await c.make()), c.detail);
   });
 }
+
+test('fail/a-csr-checked-before-then-tampered-is-checked-again', async () => {
+  // parseCsr remembers CSRs whose signature verified, by their exact bytes: a changed copy is a new CSR.
+  const der = await makeCsr('ec-p256', { dns: ['a.example.test'] });
+  assert.deepEqual((await parseCsr(der)).dnsNames, ['a.example.test']);
+  assert.deepEqual((await parseCsr(der)).dnsNames, ['a.example.test']);
+  const tampered = new Uint8Array(der);
+  tampered[tampered.length - 1]! ^= 0x01;
+  await rejectsBadCsr(parseCsr(tampered), /signature is invalid/);
+  const renamed = new Uint8Array(der);
+  renamed[Buffer.from(der).indexOf('a.example.test')] = 'b'.charCodeAt(0);
+  await rejectsBadCsr(parseCsr(renamed), /signature is invalid/);
+});
