@@ -54,6 +54,8 @@ export function recordHash(r: Omit<AuditRecord, 'hash'>): string {
 
 export class AuditLog {
   private tail: Promise<unknown> = Promise.resolve();
+  /** Entries waiting for the next write, in call order. */
+  private pending: Array<{ entry: AuditEntry; resolve: (r: AuditRecord) => void; reject: (e: unknown) => void }> = [];
 
   private constructor(
     private readonly dir: string,
@@ -70,20 +72,40 @@ export class AuditLog {
     return new AuditLog(dir, fh, { seq: v.records, hash: v.head });
   }
 
-  /** Appends one record (serialized: concurrent callers are chained in call order). */
+  /**
+   * Appends one record; resolves once it is written and the head file names it. Records are chained
+   * in call order; those that arrive while a write is under way go out together in the next one
+   * (one append and one head update for the group).
+   */
   append(entry: AuditEntry): Promise<AuditRecord> {
-    const p = this.tail.then(async () => {
-      const body: Omit<AuditRecord, 'hash'> = { ...entry, seq: this.head.seq + 1, at: new Date().toISOString(), prev: this.head.hash };
+    return new Promise<AuditRecord>((resolve, reject) => {
+      this.pending.push({ entry, resolve, reject });
+      if (this.pending.length === 1) this.tail = this.tail.then(() => this.writePending()).catch(() => undefined);
+    });
+  }
+
+  private async writePending(): Promise<void> {
+    const group = this.pending;
+    this.pending = [];
+    let head = this.head;
+    const recs: AuditRecord[] = [];
+    for (const { entry } of group) {
+      const body: Omit<AuditRecord, 'hash'> = { ...entry, seq: head.seq + 1, at: new Date().toISOString(), prev: head.hash };
       const rec: AuditRecord = { ...body, hash: recordHash(body) };
-      await this.fh.appendFile(JSON.stringify(rec) + '\n');
-      this.head = { seq: rec.seq, hash: rec.hash };
+      recs.push(rec);
+      head = { seq: rec.seq, hash: rec.hash };
+    }
+    try {
+      await this.fh.appendFile(recs.map((r) => JSON.stringify(r) + '\n').join(''));
+      this.head = head;
       const tmp = join(this.dir, `${AUDIT_HEAD_FILE}.tmp`);
       await writeFile(tmp, JSON.stringify(this.head) + '\n', { mode: 0o600 });
       await rename(tmp, join(this.dir, AUDIT_HEAD_FILE));
-      return rec;
-    });
-    this.tail = p.catch(() => undefined);
-    return p;
+    } catch (e) {
+      for (const g of group) g.reject(e);
+      return;
+    }
+    group.forEach((g, i) => g.resolve(recs[i]!));
   }
 
   async close(): Promise<void> {
