@@ -150,7 +150,19 @@ export class AcmeLoadClient {
     }
   }
 
+  /** Directory and account; tried three times (a server can drop a request, e.g. Pebble under load after the mesh benchmarks). */
   async init(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.initOnce();
+      } catch (e) {
+        if (attempt >= 3) throw e;
+        this.agent.destroy();
+      }
+    }
+  }
+
+  private async initOnce(): Promise<void> {
     const d = await this.http(this.o.directory, 'GET');
     if (d.status !== 200) throw new Error(`directory: ${d.status} ${d.body.slice(0, 300)}`);
     this.dir = JSON.parse(d.body);
