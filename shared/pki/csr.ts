@@ -94,7 +94,7 @@ export async function parseCsr(input: Uint8Array | string, opts: ParseCsrOptions
   } catch (e) {
     throw badCsr(`the CSR is not a valid PKCS#10 DER structure (${(e as Error).message})`, e);
   }
-  const body = safe(() => readRequest(der, parts.tbs, parts.algorithm), 'the CSR is not a valid PKCS#10 request');
+  const body = safe(() => readRequest(parts.tbs, parts.algorithm), 'the CSR is not a valid PKCS#10 request');
   const spki = body.spki;
 
   // The key import and the signature check are the costly part (~0.5 ms): a CSR seen again in this
@@ -315,7 +315,7 @@ function readAlgorithmId(buf: Uint8Array, tlv: Tlv): AlgorithmId {
  * RFC 2986 §4: CertificationRequestInfo ::= SEQUENCE { version INTEGER { v1(0) }, subject Name,
  * subjectPKInfo SubjectPublicKeyInfo, attributes [0] Attributes }, read from the signed bytes.
  */
-function readRequest(der: Uint8Array, tbs: Uint8Array, algorithm: Uint8Array): RequestBody {
+function readRequest(tbs: Uint8Array, algorithm: Uint8Array): RequestBody {
   const info = children(tbs, readTlv(tbs, 0));
   if (info.length < 3 || info.length > 4) throw new Error('CertificationRequestInfo: wrong number of elements');
   const version = content(tbs, expect(info[0]!, 0x02, 'version'));
@@ -368,7 +368,6 @@ function readRequest(der: Uint8Array, tbs: Uint8Array, algorithm: Uint8Array): R
       }
     }
   }
-  void der;
   return { commonNames, spki, extensions, algorithm: readAlgorithmId(algorithm, readTlv(algorithm, 0)) };
 }
 
