@@ -86,6 +86,12 @@ export class EdgeService {
   private listening?: string;
   /** Envelopes in the outbox (awaiting their result), as counted by the last sweep. */
   private outboxSize = 0;
+  /**
+   * When each outbox envelope next needs the sweep (retransmit or expiry), read from the outbox once at
+   * start and kept with every outbox write, so a sweep reads only what is due: thousands of requests
+   * waiting out a long outage cost no store scan a second. An entry whose record is gone is dropped.
+   */
+  private readonly due = new Map<string, { nextAt: number; createdAt: number }>();
   /** Finalize requests holding their answer for an order's result (acme.finalizeWait), by order id. */
   private readonly orderWaiters = new Map<string, Set<() => void>>();
   private stopping = false;
@@ -223,6 +229,8 @@ export class EdgeService {
     this.listening = await this.app.listen({ host, port });
     this.admin = await startAdminServer(this.ctx.eab, this.topology.storeDir(this.nodeId), this.log, this.scep?.store);
     await this.scep?.start();
+    for await (const [id, out] of this.store.outbox.entries()) this.due.set(id, { nextAt: out.nextAt, createdAt: out.createdAt });
+    this.outboxSize = this.due.size;
     this.timer = setInterval(() => void this.sweep(), Math.min(1000, this.retransmitMs));
     this.timer.unref();
     this.log.info({ directory: this.directoryUrl, listen: this.listening, tlsCert: this.tls.certFile, parent: this.parent }, 'edge started');
@@ -317,6 +325,7 @@ export class EdgeService {
       { coll: this.store.outbox as never, type: 'put', key: payload.id, value: out },
       { coll: this.store.orderByEnvelope as never, type: 'put', key: payload.id, value: order.id },
     ]);
+    this.due.set(payload.id, { nextAt: out.nextAt, createdAt: out.createdAt });
     this.log.info({ envelopeId: payload.id, order: order.id, parent: this.parent }, 'envelope queued');
     this.publish(out);
   }
@@ -387,13 +396,18 @@ export class EdgeService {
       const now = Date.now();
       const lifetime = parseDuration(this.ctx.acme.orderLifetime);
       const skew = clockSkewMs(this.topology);
-      let size = 0;
-      for await (const [id, out] of this.store.outbox.entries()) {
-        size += 1;
-        const deadline = out.createdAt + lifetime;
+      for (const [id, due] of [...this.due]) {
         // The envelope is never signed to live past the order's deadline, and nodes accept it at most
         // clockSkew after its exp: from then on no copy anywhere can still be issued for.
-        if (now > deadline + skew) {
+        const expired = now > due.createdAt + lifetime + skew;
+        if (!expired && due.nextAt > now) continue;
+        const out = await this.store.outbox.get(id);
+        if (!out) {
+          this.due.delete(id);
+          continue;
+        }
+        const deadline = out.createdAt + lifetime;
+        if (expired) {
           await this.ctx.locks.run(`order:${out.orderId}`, async () => {
             const order = await this.store.orders.get(out.orderId);
             if (order && order.status === 'processing') {
@@ -405,10 +419,14 @@ export class EdgeService {
             }
             await this.store.outbox.del(id);
           });
+          this.due.delete(id);
           this.log.warn({ envelopeId: id, order: out.orderId }, 'order expired waiting for the mesh');
           continue;
         }
-        if (out.nextAt > now) continue;
+        if (out.nextAt > now) {
+          this.due.set(id, { nextAt: out.nextAt, createdAt: out.createdAt });
+          continue;
+        }
         out.attempts += 1;
         // The outbound stream holds the envelope durably; this resend is the end-to-end safety net (a
         // result lost on its way down, an envelope expired during a long outage), so it backs off to
@@ -419,10 +437,11 @@ export class EdgeService {
         // the same id and content (fresh iat/exp/nonce), which upstream treats as a redelivery.
         out.jws = await this.refreshed(out.jws, now, deadline);
         await this.store.outbox.put(id, out);
+        this.due.set(id, { nextAt: out.nextAt, createdAt: out.createdAt });
         this.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting envelope');
         this.publish(out);
       }
-      this.outboxSize = size;
+      this.outboxSize = this.due.size;
       await this.revocations.sweep(now, parseDuration(this.ctx.acme.orderLifetime));
       await this.scep?.sweep(now);
       await this.pruneIfDue(now);
@@ -514,6 +533,7 @@ export class EdgeService {
       }
       if (!order || order.status !== 'processing' || order.envelopeId !== result.id) {
         await this.store.outbox.del(result.id);
+        this.due.delete(result.id);
         return log.debug('duplicate result ignored');
       }
       if (result.status === 'valid' && result.certificate) {
@@ -541,6 +561,7 @@ export class EdgeService {
           { coll: this.store.orders as never, type: 'put', key: order.id, value: order },
           { coll: this.store.outbox as never, type: 'del', key: result.id },
         ]);
+        this.due.delete(result.id);
         const total = Date.now() - Date.parse(order.finalizedAt ?? order.createdAt);
         this.metrics.issuance('valid', Number.isFinite(total) ? total : undefined);
         log.info({ order: order.id, hops: result.hops.map((h) => ({ node: h.node, ms: h.sentAt - h.recvAt })), totalMs: total }, 'certificate received');
@@ -553,6 +574,7 @@ export class EdgeService {
           { coll: this.store.orders as never, type: 'put', key: order.id, value: order },
           { coll: this.store.outbox as never, type: 'del', key: result.id },
         ]);
+        this.due.delete(result.id);
         const total = Date.now() - Date.parse(order.finalizedAt ?? order.createdAt);
         this.metrics.issuance('invalid', Number.isFinite(total) ? total : undefined);
         log.info({ order: order.id, problem: order.error.type, detail: order.error.detail, by: result.gateway.node, totalMs: total }, 'request refused upstream');

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
+import { EdgeService } from '../../services/edge/index.js';
 import { GatewayService } from '../../services/gateway/index.js';
 import { BuiltinCas } from '../../services/gateway/cas/builtin-cas.js';
 import { x509 } from '../../shared/pki/index.js';
@@ -14,13 +15,14 @@ import { freePort } from '../harness/ports.js';
 // deadline anyway (a slow CA) is revoked through the mesh rather than left valid and undelivered.
 
 const PROBLEM = 'urn:ietf:params:acme:error:';
-const NAMES = ['late-1.example.test', 'late-2.example.test'];
+const NAMES = ['late-1.example.test', 'late-2.example.test', 'late-3.example.test'];
 
 describe('integration: processing orders expire when the mesh does not answer', { timeout: 180_000 }, () => {
   let m: TestMesh;
   let ca: string;
   let http01Port: number;
   let gw: GatewayService | undefined;
+  let restarted: EdgeService | undefined;
 
   before(async () => {
     http01Port = await freePort();
@@ -38,6 +40,7 @@ describe('integration: processing orders expire when the mesh does not answer', 
   });
 
   after(async () => {
+    await restarted?.stop();
     await gw?.stop();
     await m?.stop();
   });
@@ -123,5 +126,21 @@ describe('integration: processing orders expire when the mesh does not answer', 
     const after = (await client.post(url, undefined)).json();
     assert.equal(after.status, 'invalid');
     assert.equal(after.certificate, undefined);
+  });
+
+  test('fail/an edge restarted while its order waits still ends the order after orderLifetime', async () => {
+    await gw?.stop();
+    gw = undefined;
+    const { client, url, fin } = await finalized(NAMES[2]!);
+    assert.equal(fin.json().status, 'processing');
+    // The edge restarts with the envelope in its outbox: the sweep learns it from the store at start.
+    const edge = m.mesh.edges.get('edge')!;
+    await edge.stop();
+    m.mesh.edges.delete('edge');
+    restarted = await EdgeService.create({ topology: m.topology, nodeId: 'edge' });
+    await restarted.start();
+    const done = await client.poll(url, (o) => o.status !== 'processing', 30_000);
+    assert.equal(done.status, 'invalid');
+    assert.match(done.error.detail, /no answer from the CA within 3s \(acme\.orderLifetime\)/);
   });
 });
