@@ -9,7 +9,7 @@ import type { EdgeScep } from '../../services/edge/scep/scep-service.js';
 import { startTestMesh, type TestMesh, type TestNode } from '../harness/mesh.js';
 import { freePort } from '../harness/ports.js';
 import { fingerprintOf, runScepClient, startScepClient, type ScepClientRun } from '../harness/scepclient.js';
-import { pemCerts, sanNames } from '../harness/tools.js';
+import { pemCerts, pool, sanNames } from '../harness/tools.js';
 
 // The IoT story end to end, with Debian's scepclient (micromdm) as the devices: an IoT segment's edge
 // sits on its data center's leaf nats-server; that data center's leaf-to-hub link is cut (a TCP relay
@@ -23,17 +23,6 @@ const DEVICES = 50;
 const CONCURRENCY = 10;
 const WINDOW_S = 60;
 const PASSWORD = 'iot-a segment secret';
-
-/** Runs `fn` over `items` with at most `limit` at a time. */
-async function pool<T, R>(items: T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < items.length; i = next++) out[i] = await fn(items[i]!, i);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
 
 const sleepUntil = async (t: number) => {
   while (Date.now() < t) await new Promise((r) => setTimeout(r, Math.min(500, t - Date.now())));

@@ -56,3 +56,14 @@ export async function opensslVerify(dir: string, chainPem: string, rootPem: stri
   const { stdout } = await execFileP('openssl', ['verify', '-CAfile', `${dir}/v-root.pem`, '-untrusted', `${dir}/v-inter.pem`, `${dir}/v-leaf.pem`]);
   return stdout;
 }
+
+/** Runs `fn` over `items` with at most `limit` at a time. */
+export async function pool<T, R>(items: T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < items.length; i = next++) out[i] = await fn(items[i]!, i);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}

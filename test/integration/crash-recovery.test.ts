@@ -5,24 +5,13 @@ import { NodeStore } from '../../shared/store/index.js';
 import { startTestMesh, type TestMesh } from '../harness/mesh.js';
 import { freePort } from '../harness/ports.js';
 import { makeCsr, TestAcmeClient } from '../harness/acme-client.js';
-import { pemCerts } from '../harness/tools.js';
+import { pemCerts, pool } from '../harness/tools.js';
 
 // Nothing accepted is lost, nothing is issued twice: nodes killed with SIGKILL (separate processes)
 // and the hub NATS server stopped while requests are in flight. Requests enter through the edge's
 // ACME server like any client's; "count at the CA" is the builtin CA's own issuance record.
 
 type Responder = Awaited<ReturnType<typeof TestAcmeClient.http01Responder>>;
-
-/** Runs `fn` over `items` with at most `limit` at a time. */
-async function pool<T, R>(items: T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < items.length; i = next++) out[i] = await fn(items[i]!, i);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
 
 /** Every issuance record of the builtin CA in a gateway store (the store must not be open elsewhere). */
 async function caRecords(storeDir: string): Promise<Array<{ requestId: string; serial: string }>> {
