@@ -84,12 +84,11 @@ export class EdgeService {
   private app?: FastifyInstance;
   private admin?: FastifyInstance;
   private listening?: string;
-  /** Envelopes in the outbox (awaiting their result), as counted by the last sweep. */
-  private outboxSize = 0;
   /**
    * When each outbox envelope next needs the sweep (retransmit or expiry), read from the outbox once at
    * start and kept with every outbox write, so a sweep reads only what is due: thousands of requests
    * waiting out a long outage cost no store scan a second. An entry whose record is gone is dropped.
+   * Its size is the number of envelopes awaiting their result (the in-flight gauge).
    */
   private readonly due = new Map<string, { nextAt: number; createdAt: number }>();
   /** Finalize requests holding their answer for an order's result (acme.finalizeWait), by order id. */
@@ -223,14 +222,13 @@ export class EdgeService {
     });
     await this.nc.flush();
     const queue = (this.queue = await EnvelopeQueue.open(this.nc, this.topology, this.nodeId, { log: this.log }));
-    this.metrics.bind({ inFlight: () => this.outboxSize, queued: () => queue.depth() });
+    this.metrics.bind({ inFlight: () => this.due.size, queued: () => queue.depth() });
     this.app = buildAcmeServer(this.ctx, this.tls, this.metrics);
     const [host, port] = splitHostPort(this.ctx.acme.listen);
     this.listening = await this.app.listen({ host, port });
     this.admin = await startAdminServer(this.ctx.eab, this.topology.storeDir(this.nodeId), this.log, this.scep?.store);
     await this.scep?.start();
     for await (const [id, out] of this.store.outbox.entries()) this.due.set(id, { nextAt: out.nextAt, createdAt: out.createdAt });
-    this.outboxSize = this.due.size;
     this.timer = setInterval(() => void this.sweep(), Math.min(1000, this.retransmitMs));
     this.timer.unref();
     this.log.info({ directory: this.directoryUrl, listen: this.listening, tlsCert: this.tls.certFile, parent: this.parent }, 'edge started');
@@ -441,7 +439,6 @@ export class EdgeService {
         this.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting envelope');
         this.publish(out);
       }
-      this.outboxSize = this.due.size;
       await this.revocations.sweep(now, parseDuration(this.ctx.acme.orderLifetime));
       await this.scep?.sweep(now);
       await this.pruneIfDue(now);

@@ -22,7 +22,7 @@ import {
 } from '../../shared/envelope/index.js';
 import { RaError, toRaError } from '../../shared/errors/index.js';
 import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
-import { certificateFacts, csrNames, fingerprint, leafDer, parseCsr, pemToDer, type CertificateFacts } from '../../shared/pki/index.js';
+import { csrNames, fingerprint, leafDer, parseCsr, pemToDer, type CertificateFacts } from '../../shared/pki/index.js';
 import { accountLifetimeLayer, enforceHop, PolicyLayer, resolveValidity } from '../../shared/policy/index.js';
 import { enforceValidationMethods } from '../../shared/envelope/validation-methods.js';
 import { KeyedLock, NodeStore, type Collection } from '../../shared/store/index.js';

@@ -16,18 +16,15 @@ import { join } from 'node:path';
 import {
   AuthorityKeyIdentifierExtension,
   BasicConstraintsExtension,
-  CRLDistributionPointsExtension,
   Extension as X509Extension,
   ExtendedKeyUsage,
   ExtendedKeyUsageExtension,
   KeyUsageFlags,
   KeyUsagesExtension,
-  SubjectAlternativeNameExtension,
   SubjectKeyIdentifierExtension,
   X509Certificate,
   X509CertificateGenerator,
   X509CrlGenerator,
-  type Extension,
   type JsonName,
 } from './x509.js';
 import { RaError } from '../errors/index.js';
@@ -132,11 +129,6 @@ function directoryString(s: string): Uint8Array {
   return /^[A-Za-z0-9 '()+,\-./:=?]*$/.test(s) ? tlv(0x13, Buffer.from(s, 'latin1')) : tlv(0x0c, Buffer.from(s, 'utf8'));
 }
 
-function ipBytes(ip: string): Uint8Array {
-  const b = ipToBytes(ip);
-  if (!b) throw new RaError('rejectedIdentifier', { detail: `"${ip}" is not an IP address` });
-  return b;
-}
 
 export class BuiltinCa {
   readonly #rootPem: string;
@@ -267,7 +259,8 @@ export class BuiltinCa {
         cn === undefined,
         seq(
           ...dnsNames.map((n) => tlv(0x82, Buffer.from(n, 'latin1'))),
-          ...ipAddresses.map((ip) => tlv(0x87, ipBytes(ip))),
+          // canonicalIp accepted each address above, so it has its 4 or 16 bytes.
+          ...ipAddresses.map((ip) => tlv(0x87, ipToBytes(ip)!)),
         ),
       ),
     ];

@@ -70,9 +70,6 @@ describe('integration: Google CAS (fake, REST v1) as the gateway CA service, edg
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  /** Waits (bounded) for the result of envelope `id`. */
-  const resultOf = async (id: string, timeoutMs = 20_000): Promise<ResultPayload> => (await edge.waitResults(id, 1, timeoutMs))[0]!;
-
   /** An issue envelope signed by edge-a, put into edge-a's outbound stream; resolves with its id and result. */
   async function issue(name: string, timeoutMs?: number): Promise<{ id: string; r: ResultPayload }> {
     const { id, jws } = await edge.issueEnvelope([name]);

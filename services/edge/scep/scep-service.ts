@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { parseDuration, splitHostPort, urlHost, type ScepConfig, type Topology } from '../../../shared/config/index.js';
 import { clockSkewMs, newEdgePayload, signEdgeEnvelope, type EdgePayload, type EnvelopeIdentifier, type NodeKey, type ResultPayload } from '../../../shared/envelope/index.js';
 import { scepAccountId, scepRaAccountId } from '../../../shared/envelope/validation-methods.js';
-import { RaError, toRaError } from '../../../shared/errors/index.js';
+import { toRaError } from '../../../shared/errors/index.js';
 import type { NodeMetrics } from '../../../shared/metrics/node-metrics.js';
 import { certificateFacts, csrNames, derToPem, leafDer, leafSerial, parseCsr, pemToDer, x509, type CsrInfo } from '../../../shared/pki/index.js';
 import { admitOrderAtEdge, enforceCsrAtEdge, enforceOrderAtEdge, noteUpstreamRefusal, type PolicyLayer } from '../../../shared/policy/index.js';

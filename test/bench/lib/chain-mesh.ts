@@ -140,7 +140,6 @@ export class EdgeDriver {
     readonly m: TestMesh,
     readonly edgeId: string,
     private readonly key: NodeKey,
-    private readonly keys: KeyRing,
     private readonly queue: EnvelopeQueue,
     private readonly csrs: Array<{ csr: string; name: string }>,
   ) {}
@@ -153,7 +152,7 @@ export class EdgeDriver {
       const name = `${edgeId}-${i}-${randomBytes(3).toString('hex')}.${DOMAIN}`;
       csrs.push({ name, csr: await makeCsr([name]) });
     }
-    const d = new EdgeDriver(m, edgeId, key, keys, queue, csrs);
+    const d = new EdgeDriver(m, edgeId, key, queue, csrs);
     nc.subscribe(downSubject(edgeId), {
       callback: (_e, msg) => {
         const at = performance.now();
