@@ -106,7 +106,7 @@ export class EdgeService {
     private readonly log: Logger,
     private readonly retransmitMs: number,
   ) {
-    this.revocations = new EdgeRevocations(nodeId, topology, store, key, ctx.locks, log, (id, jws) => this.publishUp(id, jws), retransmitMs);
+    this.revocations = new EdgeRevocations(nodeId, topology, store, key, ctx.locks, log, (id, jws, attempt) => this.publishUp(id, jws, attempt), retransmitMs);
     const scep = topology.node(nodeId).scep;
     this.scep = scep
       ? new EdgeScep({
@@ -118,7 +118,7 @@ export class EdgeService {
           locks: ctx.locks,
           log: log.child({ protocol: 'scep' }),
           layers: ctx.layers,
-          publish: (id, jws) => this.publishUp(id, jws),
+          publish: (id, jws, attempt) => this.publishUp(id, jws, attempt),
           findCertificate: (der) => this.revocations.findByDer(der),
           revokeLate: async (certificate, jwkThumbprint) => {
             await this.revocations.enqueue({ certificate, reason: 5, requester: { method: 'issuer-account', account: certificate.accountId, jwkThumbprint } });
@@ -358,13 +358,16 @@ export class EdgeService {
    * carry it up whenever the uplink is there. A failed store is retried by the outbox sweep.
    */
   private publish(out: OutboxRecord): void {
-    this.publishUp(out.envelopeId, out.jws);
+    this.publishUp(out.envelopeId, out.jws, out.attempts);
   }
 
-  private publishUp(envelopeId: string, jws: string): void {
-    if (!this.queue || !this.nc || this.nc.isClosed()) return;
-    this.queue.send(jws, envelopeId).then(
-      ({ duplicate }) => this.log.debug({ envelopeId, duplicate }, 'envelope stored in the outbound stream'),
+  /** `attempt` 1 is the first copy; later attempts are the sweep's retransmits (EnvelopeQueue.resend). */
+  private publishUp(envelopeId: string, jws: string, attempt = 1): void {
+    const queue = this.queue;
+    if (!queue || !this.nc || this.nc.isClosed()) return;
+    const sent = attempt <= 1 ? queue.send(jws, envelopeId).then(({ duplicate }) => (duplicate ? 'duplicate' : 'stored')) : queue.resend(jws, envelopeId, attempt);
+    sent.then(
+      (how) => this.log.debug({ envelopeId, attempt, how }, 'envelope in the outbound stream'),
       (e) => this.log.warn({ err: e, envelopeId }, 'outbound stream did not store the envelope; the outbox retries'),
     );
   }
@@ -509,6 +512,8 @@ export class EdgeService {
       this.log.warn({ envelopeId: claimedId, err: e instanceof RaError ? { type: e.type, detail: e.detail, reason: e.reason } : e }, 'result rejected and dropped');
       return;
     }
+    // Answered: a later retransmit of this id, if any, is a new copy (EnvelopeQueue.resend).
+    this.queue?.forget(result.id);
     if (result.kind === 'revoke') return this.revocations.onResult(result);
     this.metrics.resultsReceived.inc({ status: result.status, by: result.gateway.node });
     if (this.scep && (await this.scep.onResult(result))) return;

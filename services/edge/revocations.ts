@@ -25,7 +25,7 @@ export class EdgeRevocations {
     private readonly key: NodeKey,
     private readonly locks: KeyedLock,
     private readonly log: Logger,
-    private readonly publish: (envelopeId: string, jws: string) => void,
+    private readonly publish: (envelopeId: string, jws: string, attempt: number) => void,
     private readonly retransmitMs: number,
   ) {}
 
@@ -101,7 +101,7 @@ export class EdgeRevocations {
         { coll: this.store.revokeOutbox as never, type: 'put', key: payload.id, value: out },
       ]);
       this.log.info({ envelopeId: payload.id, serial, reason: req.reason, by: req.requester.method }, 'revocation queued');
-      this.publish(payload.id, jws);
+      this.publish(payload.id, jws, 1);
       return payload.id;
     });
   }
@@ -191,7 +191,7 @@ export class EdgeRevocations {
       out.jws = await this.refreshed(out.jws, now);
       await this.store.revokeOutbox.put(id, out);
       this.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting revocation');
-      this.publish(id, out.jws);
+      this.publish(id, out.jws, out.attempts);
     }
   }
 

@@ -149,7 +149,9 @@ export class RelayService {
     }
     const wrapped = await wrapEnvelope(jws, { node: this.nodeId, recvAt, policy: this.layer.label, decision: 'allow' }, this.key, { ttlMs: this.ttlMs });
     try {
-      await this.queue!.send(wrapped, id);
+      // Forwarded under the Nats-Msg-Id it came with: a JetStream redelivery of this copy is a
+      // duplicate upstream, an edge's retransmit (a new copy) is not.
+      await this.queue!.send(wrapped, id, info.msgId ?? id);
     } catch (e) {
       log.warn({ err: e }, 'could not store the envelope in the outbound stream; will retry');
       this.metrics.hopDone('retry', recvAt);

@@ -6,7 +6,11 @@
 // another server, and acks a message only after the next durable step (its own outbound publish
 // acknowledged, or the gateway's result stored); the ack removes it from the child's stream. While a
 // link is down the parent's pull requests fail and are retried; the messages wait in the child's stream.
-// Dedupe: Nats-Msg-Id = envelope id, within the stream's duplicate window.
+// Dedupe: Nats-Msg-Id names one copy of an envelope: the envelope id for the first copy, and each hop
+// forwards a copy under the Nats-Msg-Id it received it with, so a JetStream redelivery (a node crashed
+// after forwarding, before its ack) is dropped as a duplicate within the stream's duplicate window.
+// The edge's end-to-end retransmit (a result lost on its way down) is a new copy with a new Nats-Msg-Id
+// (resend): under the first one every stream on the path would drop it for the duplicate window.
 //
 // Verified against nats-server 2.9.10: the pull API used is the classic pull subscription (the newer consumer API
 // of nats.js needs 2.10). Stream sourcing was tried first and dropped: a source whose stream did not
@@ -74,6 +78,10 @@ export interface LinkState {
 }
 
 const NS = 1_000_000;
+/** Most envelopes whose stored copy resend() remembers (the oldest is forgotten first). */
+const MAX_REMEMBERED = 50_000;
+/** JetStream's "no message found" (JSNoMessageFoundErr). */
+const NO_MESSAGE_FOUND = 10037;
 const DEFAULTS = { maxAgeMs: 7 * 86_400_000, duplicateWindowMs: 120_000, concurrency: 64, ackWaitMs: 30_000, retryDelayMs: 1_000 };
 const FETCH_EXPIRES_MS = 1_000;
 const FETCH_BATCH = 64;
@@ -84,6 +92,8 @@ const ANSWER_GRACE_MS = 2_000;
 export interface MessageInfo {
   redelivered: boolean;
   envelopeId?: string;
+  /** The Nats-Msg-Id of the copy (forward it under the same one); absent when the sender set none. */
+  msgId?: string;
   from: string;
   recvAt: number;
   waitMs: number;
@@ -117,6 +127,8 @@ export class EnvelopeQueue {
   private readonly observer?: QueueObserver;
   private readonly links = new Map<string, LinkState>();
   private jsm?: Promise<JetStreamManager>;
+  /** The copy of each envelope last stored in this node's outbound stream: its sequence and Nats-Msg-Id. */
+  private readonly stored = new Map<string, { seq: number; msgId: string }>();
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -143,14 +155,7 @@ export class EnvelopeQueue {
 
   /** Messages in this node's own outbound stream (waiting for the parent); asks the node's own server. */
   async depth(): Promise<number> {
-    const jsm = (this.jsm ??= this.nc.jetstreamManager());
-    try {
-      return (await (await jsm).streams.info(outStream(this.nodeId))).state.messages;
-    } catch (e) {
-      // A manager made while the server was away is not kept.
-      if (this.jsm === jsm) this.jsm = undefined;
-      throw e;
-    }
+    return (await (await this.manager()).streams.info(outStream(this.nodeId))).state.messages;
   }
 
   /**
@@ -177,19 +182,74 @@ export class EnvelopeQueue {
 
   /**
    * Puts an envelope in this node's outbound stream; resolves once the node's own server has stored
-   * it (PubAck). A second send of the same envelope id within the duplicate window is a no-op.
+   * it (PubAck). `msgId` names the copy (default: the envelope id); a second send of the same copy
+   * within the duplicate window is a no-op. At most one copy of an envelope waits in the stream: a
+   * new copy replaces an older one still there (removed once the new one is stored).
    */
-  async send(jws: string, envelopeId: string): Promise<{ duplicate: boolean }> {
+  async send(jws: string, envelopeId: string, msgId: string = envelopeId): Promise<{ duplicate: boolean }> {
     const parent = this.topology.node(this.nodeId).parent;
     if (!parent) throw new Error(`node ${this.nodeId} has no parent to send to`);
+    const before = this.stored.get(envelopeId);
     const h = natsHeaders();
     h.set(ENVELOPE_ID_HEADER, envelopeId);
     const ack = await this.js.publish(upSubject(parent, this.nodeId), new TextEncoder().encode(jws), {
-      msgID: envelopeId,
+      msgID: msgId,
       headers: h,
       expect: { streamName: outStream(this.nodeId) },
     });
+    // A duplicate's PubAck carries the sequence of the copy already stored.
+    this.remember(envelopeId, { seq: ack.seq, msgId });
+    if (before && before.msgId !== msgId && before.seq !== ack.seq) {
+      // Sequences are never reused in a stream: if that one is gone (delivered), nothing is removed.
+      const jsm = await this.manager();
+      await jsm.streams.deleteMessage(outStream(this.nodeId), before.seq, false).catch(() => undefined);
+    }
     return { duplicate: ack.duplicate };
+  }
+
+  /**
+   * The end-to-end retransmit of an envelope sent before (`attempt` >= 2; `jws` may be re-signed).
+   * While the last copy still waits in the outbound stream unchanged nothing is sent ('waiting': the
+   * uplink is down, the copy is delivered when it returns). Otherwise (the copy went upstream and its
+   * answer was lost, or the envelope was re-signed) a new copy is stored under its own Nats-Msg-Id
+   * ('sent'). Upstream treats it as a redelivery of the same envelope id (the gateway answers it with
+   * the result it stored).
+   */
+  async resend(jws: string, envelopeId: string, attempt: number): Promise<'waiting' | 'sent'> {
+    const last = this.stored.get(envelopeId);
+    if (last) {
+      const jsm = await this.manager();
+      try {
+        const m = await jsm.streams.getMessage(outStream(this.nodeId), { seq: last.seq });
+        if (m.header.get('Nats-Msg-Id') === last.msgId && new TextDecoder().decode(m.data) === jws) return 'waiting';
+      } catch (e) {
+        if ((e as { api_error?: { err_code?: number } }).api_error?.err_code !== NO_MESSAGE_FOUND) throw e;
+      }
+    }
+    await this.send(jws, envelopeId, `${envelopeId}~${attempt}`);
+    return 'sent';
+  }
+
+  private async manager(): Promise<JetStreamManager> {
+    const jsm = (this.jsm ??= this.nc.jetstreamManager());
+    try {
+      return await jsm;
+    } catch (e) {
+      // A manager made while the server was away is not kept.
+      if (this.jsm === jsm) this.jsm = undefined;
+      throw e;
+    }
+  }
+
+  /** The envelope is answered: resend() need not know its copy any more. */
+  forget(envelopeId: string): void {
+    this.stored.delete(envelopeId);
+  }
+
+  private remember(envelopeId: string, copy: { seq: number; msgId: string }): void {
+    this.stored.delete(envelopeId);
+    this.stored.set(envelopeId, copy);
+    if (this.stored.size > MAX_REMEMBERED) this.stored.delete(this.stored.keys().next().value!);
   }
 
   /**
@@ -329,13 +389,14 @@ export class EnvelopeQueue {
   private async handle(m: JsMsg, handler: Handler, from: string): Promise<void> {
     let d: Disposition;
     const envelopeId = m.headers?.get(ENVELOPE_ID_HEADER) || undefined;
+    const msgId = m.headers?.get('Nats-Msg-Id') || undefined;
     try {
       const recvAt = Date.now();
       // Queue wait: the JetStream store time (the child's server) to now; clocks of two machines may
       // differ, so a negative difference counts as 0.
       const waitMs = Math.max(0, recvAt - Math.floor(m.info.timestampNanos / 1e6));
       this.observer?.received(from, waitMs);
-      d = await handler(m.data, { redelivered: m.redelivered, ...(envelopeId ? { envelopeId } : {}), from, recvAt, waitMs });
+      d = await handler(m.data, { redelivered: m.redelivered, ...(envelopeId ? { envelopeId } : {}), ...(msgId ? { msgId } : {}), from, recvAt, waitMs });
     } catch (e) {
       this.log.error({ err: e, ...(envelopeId ? { envelopeId } : {}) }, 'envelope handler failed; will be delivered again');
       d = 'retry';

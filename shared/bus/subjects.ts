@@ -30,7 +30,8 @@ export function consumerName(nodeId: string): string {
  */
 export function jetStreamApiSubjects(nodeId: string, opts: { out: boolean; children: Array<{ id: string; apiPrefix: string }> }): string[] {
   const subjects: string[] = ['$JS.API.INFO'];
-  if (opts.out) subjects.push(...['INFO', 'CREATE', 'UPDATE'].map((op) => `$JS.API.STREAM.${op}.${outStream(nodeId)}`));
+  // MSG.GET / MSG.DELETE: a retransmit looks for the copy it stored before (EnvelopeQueue.resend).
+  if (opts.out) subjects.push(...['INFO', 'CREATE', 'UPDATE', 'MSG.GET', 'MSG.DELETE'].map((op) => `$JS.API.STREAM.${op}.${outStream(nodeId)}`));
   const c = consumerName(nodeId);
   for (const child of opts.children) {
     const s = outStream(child.id);

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { connect, nkeyAuthenticator, nkeys, type NatsConnection, type Msg } from 'nats';
+import { connect, nkeyAuthenticator, nkeys, type NatsConnection } from 'nats';
 import { nodeConnectOptions, nodePermissions } from '../../shared/bus/auth.js';
 import { startNatsServer, type NatsServerSpec } from '../../shared/bus/nats-server.js';
 import { downSubject, upSubject } from '../../shared/bus/subjects.js';
@@ -72,7 +72,7 @@ describe('integration: bus credentials and subject permissions', { timeout: 120_
     assert.deepEqual(edge.publish, [
       upSubject('relay-a', 'edge-a'),
       '$JS.API.INFO',
-      ...['INFO', 'CREATE', 'UPDATE'].map((op) => `$JS.API.STREAM.${op}.RAMESH_OUT_edge-a`),
+      ...['INFO', 'CREATE', 'UPDATE', 'MSG.GET', 'MSG.DELETE'].map((op) => `$JS.API.STREAM.${op}.RAMESH_OUT_edge-a`),
     ]);
     const relay = nodePermissions(m.topology, 'relay-a');
     assert.deepEqual(relay.subscribe, ['_INBOX.>']);
@@ -115,6 +115,8 @@ describe('integration: bus credentials and subject permissions', { timeout: 120_
     ['fail/send a result to another edge', downSubject('edge-b')],
     ['fail/delete its own outbound stream', '$JS.API.STREAM.DELETE.RAMESH_OUT_edge-a'],
     ['fail/create another node\'s stream', '$JS.API.STREAM.CREATE.RAMESH_OUT_edge-b'],
+    ['fail/read a message of another node\'s stream', '$JS.API.STREAM.MSG.GET.RAMESH_OUT_edge-b'],
+    ['fail/delete a message of another node\'s stream', '$JS.API.STREAM.MSG.DELETE.RAMESH_OUT_edge-b'],
     ['fail/read its own queue as its parent', '$JS.API.CONSUMER.MSG.NEXT.RAMESH_OUT_edge-a.relay-a'],
     ['fail/reach another domain\'s JetStream', '$JS.hub.API.INFO'],
   ];

@@ -36,7 +36,8 @@ export interface EdgeScepDeps {
   /** Policy layers of the path (edge first): checked before anything travels. */
   layers: PolicyLayer[];
   /** Into the edge's outbound stream (JetStream on its segment's NATS server). */
-  publish(envelopeId: string, jws: string): void;
+  /** `attempt` 1: the first copy; later: a retransmit (EnvelopeQueue.resend). */
+  publish(envelopeId: string, jws: string, attempt: number): void;
   /** A certificate the edge received, by the leaf DER. */
   findCertificate(der: Uint8Array): Promise<CertificateRecord | undefined>;
   /** Revokes (cessationOfOperation) a certificate that arrived after its request had expired. */
@@ -477,7 +478,7 @@ export class EdgeScep {
       { coll: this.store.outbox as never, type: 'put', key: payload.id, value: out },
     ]);
     s.log.info({ envelopeId: payload.id, names: s.names.map((n) => n.value), authorizedBy: s.authorizedBy, kind: s.kind }, 'SCEP request queued');
-    this.d.publish(payload.id, jws);
+    this.d.publish(payload.id, jws, 1);
     return rec;
   }
 
@@ -522,7 +523,7 @@ export class EdgeScep {
       { coll: this.store.outbox as never, type: 'put', key: payload.id, value: out },
     ]);
     this.d.log.info({ envelopeId: payload.id, raName: this.cfg.raName }, 'SCEP RA certificate requested from the mesh CA');
-    this.d.publish(payload.id, jws);
+    this.d.publish(payload.id, jws, 1);
   }
 
   /** scep.raLifetime, within every layer's maxLifetime (a requested validity beyond one is refused, RFC 8555 §7.4). */
@@ -690,7 +691,7 @@ export class EdgeScep {
       out.jws = await this.refreshed(out.jws, now, out.deadline);
       await this.store.outbox.put(id, out);
       this.d.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting SCEP envelope');
-      this.d.publish(id, out.jws);
+      this.d.publish(id, out.jws, out.attempts);
     }
     await this.d.locks.run('scep-ra', () => this.ensureRaCertificate(now));
     await this.pruneIfDue(now);

@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { connect, type NatsConnection } from 'nats';
+import { nodeConnectOptions } from '../../shared/bus/auth.js';
+import { EnvelopeQueue } from '../../shared/bus/queue.js';
+import { signEdgeEnvelope, type EdgePayload } from '../../shared/envelope/index.js';
+import { createLogger } from '../../shared/logging/logger.js';
+import { NodeStore } from '../../shared/store/index.js';
+import { EdgeDriver } from '../harness/edge-driver.js';
+import { startTestMesh, type NodeProcess, type TestMesh } from '../harness/mesh.js';
+import { pemCerts } from '../harness/tools.js';
+
+// The edge's end-to-end retransmit (EnvelopeQueue.resend) against real nats-servers and nodes: a copy
+// whose answer was lost gets through again inside the streams' duplicate window (a new Nats-Msg-Id
+// per copy), and a copy still waiting in a stream is neither sent twice nor piled up, at the edge nor
+// at a relay whose own uplink is down. The test acts as the edge (EdgeDriver: its key, credentials, stream).
+
+const silent = createLogger('test', {}, { level: 'silent' });
+
+async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The same request re-signed: same id and content, fresh nonce (what the edge does near exp). */
+async function resigned(d: EdgeDriver, jws: string): Promise<string> {
+  const p = JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString('utf8')) as EdgePayload;
+  return signEdgeEnvelope({ ...p, nonce: `${p.nonce}x` }, d.key);
+}
+
+describe('integration: a result lost on its way down', { timeout: 60_000 }, () => {
+  let m: TestMesh;
+  let d: EdgeDriver;
+  before(async () => {
+    m = await startTestMesh({
+      nodes: [
+        { id: 'gw', role: 'gateway', dc: 'core' },
+        { id: 'relay-1', role: 'relay', dc: 'dc-a', parent: 'gw' },
+        { id: 'edge-a', role: 'edge', dc: 'dc-a', parent: 'relay-1' },
+      ],
+      // The test is edge-a.
+      external: ['edge-a'],
+    });
+    d = await EdgeDriver.open(m, 'edge-a');
+  });
+  after(async () => {
+    await d?.close();
+    await m?.stop();
+  });
+
+  test('ok/the retransmit inside the duplicate window is answered again with the same certificate, one CA call', async () => {
+    const { id, jws } = await d.issueEnvelope(['lost.example.test']);
+    const gw = m.mesh.gateway!;
+    const issuedBefore = gw.issued;
+    await d.send(id, jws);
+    const [first] = await d.waitResults(id, 1);
+    assert.equal(first!.status, 'valid');
+    // The answer is "lost": the edge retransmits well inside the 2-minute duplicate window. Under the
+    // envelope id as Nats-Msg-Id every stream would drop it; as a new copy it reaches the gateway.
+    assert.equal(await d.queue.resend(jws, id, 2), 'sent');
+    const results = await d.waitResults(id, 2);
+    assert.equal(results[1]!.status, 'valid');
+    assert.equal(pemCerts(results[1]!.certificate!)[0]!.serialNumber, pemCerts(first!.certificate!)[0]!.serialNumber, 'the stored certificate');
+    assert.equal(gw.issued - issuedBefore, 1, 'one CA call');
+  });
+
+  test('fail/a JetStream redelivery of the same copy (same Nats-Msg-Id) is dropped as a duplicate', async () => {
+    const { id, jws } = await d.issueEnvelope(['dup.example.test']);
+    await d.send(id, jws);
+    await d.waitResults(id, 1);
+    assert.deepEqual(await d.queue.send(jws, id), { duplicate: true });
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.equal(d.results.get(id)!.length, 1, 'no second answer');
+  });
+});
+
+describe('integration: copies waiting in streams are not piled up', { timeout: 90_000 }, () => {
+  let m: TestMesh;
+  let d: EdgeDriver;
+  let relayConn: NatsConnection;
+  let relayQueue: EnvelopeQueue;
+  const procs: NodeProcess[] = [];
+  before(async () => {
+    m = await startTestMesh({
+      nodes: [
+        { id: 'gw', role: 'gateway', dc: 'core' },
+        { id: 'relay-1', role: 'relay', dc: 'dc-a', parent: 'gw' },
+        { id: 'edge-a', role: 'edge', dc: 'dc-a', parent: 'relay-1' },
+      ],
+      // The relay and the gateway run as processes the test starts when it wants them.
+      external: ['edge-a', 'relay-1', 'gw'],
+    });
+    d = await EdgeDriver.open(m, 'edge-a');
+    // The relay's outbound stream, read with the relay's credentials.
+    relayConn = await connect({ servers: m.topology.natsUrl('relay-1'), ...(await nodeConnectOptions(m.topology, 'relay-1')) });
+    relayQueue = await EnvelopeQueue.open(relayConn, m.topology, 'relay-1', { log: silent });
+  });
+  after(async () => {
+    for (const p of procs) await p.kill();
+    await relayConn?.close();
+    await d?.close();
+    await m?.stop();
+  });
+
+  test('ok/one copy per envelope at the edge and at a relay whose uplink is down; one certificate when it returns', async () => {
+    const { id, jws } = await d.issueEnvelope(['queued.example.test']);
+    await d.send(id, jws);
+    assert.equal(await d.queue.depth(), 1);
+    // Nobody reads the edge's stream: the copy waits, a retransmit sends nothing.
+    assert.equal(await d.queue.resend(jws, id, 2), 'waiting');
+    assert.equal(await d.queue.depth(), 1);
+    // Re-signed near exp: the new copy replaces the old one in the stream.
+    const jws2 = await resigned(d, jws);
+    assert.equal(await d.queue.resend(jws2, id, 3), 'sent');
+    assert.equal(await d.queue.depth(), 1, 'the older copy was removed');
+
+    // The relay starts; its parent (the gateway) is not there: the copy moves to the relay's stream.
+    procs.push(await m.spawnNode('relay-1'));
+    await waitFor('the relay took the copy', async () => (await d.queue.depth()) === 0);
+    assert.equal(await relayQueue.depth(), 1);
+    // No answer comes (the gateway is away): the edge retransmits a new copy, which the relay forwards
+    // in place of the one it still holds.
+    assert.equal(await d.queue.resend(jws2, id, 4), 'sent');
+    await waitFor('the relay took the second copy', async () => (await d.queue.depth()) === 0);
+    assert.equal(await relayQueue.depth(), 1, 'one copy waits at the relay');
+
+    const gw = await m.spawnNode('gw');
+    procs.push(gw);
+    const [result] = await d.waitResults(id, 1);
+    assert.equal(result!.status, 'valid');
+    await waitFor('the relay stream is drained', async () => (await relayQueue.depth()) === 0);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(d.results.get(id)!.length, 1, 'one answer');
+    await gw.kill();
+    const db = await NodeStore.open(m.topology.storeDir('gw'));
+    try {
+      const records = (await db.collection<{ requestId: string }>('cas-builtin-issued').values()).filter((r) => r.requestId === id);
+      assert.equal(records.length, 1, 'one certificate at the CA');
+    } finally {
+      await db.close();
+    }
+  });
+});
