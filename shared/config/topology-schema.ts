@@ -353,7 +353,7 @@ export const topologySchema = z
           .object({
             ackWait: duration.default('30s').describe('how long a node may work on an envelope before JetStream delivers it again'),
             maxAge: duration.default('7d').describe('how long an envelope waits in an outbound stream for its uplink before it is discarded'),
-            duplicateWindow: duration.default('2m').describe('window in which a second copy of an envelope id is dropped (Nats-Msg-Id)'),
+            duplicateWindow: duration.default('2m').describe('window in which a copy stored again under the same Nats-Msg-Id (a JetStream redelivery) is dropped'),
           })
           .strict()
           .default({ ackWait: '30s', maxAge: '7d', duplicateWindow: '2m' })
