@@ -229,6 +229,7 @@ export class EdgeService {
     this.admin = await startAdminServer(this.ctx.eab, this.topology.storeDir(this.nodeId), this.log, this.scep?.store);
     await this.scep?.start();
     for await (const [id, out] of this.store.outbox.entries()) this.due.set(id, { nextAt: out.nextAt, createdAt: out.createdAt });
+    await this.revocations.load();
     this.timer = setInterval(() => void this.sweep(), Math.min(1000, this.retransmitMs));
     this.timer.unref();
     this.log.info({ directory: this.directoryUrl, listen: this.listening, tlsCert: this.tls.certFile, parent: this.parent }, 'edge started');
@@ -367,7 +368,7 @@ export class EdgeService {
     if (!queue || !this.nc || this.nc.isClosed()) return;
     const sent = attempt <= 1 ? queue.send(jws, envelopeId).then(({ duplicate }) => (duplicate ? 'duplicate' : 'stored')) : queue.resend(jws, envelopeId, attempt);
     sent.then(
-      (how) => this.log.debug({ envelopeId, attempt, how }, 'envelope in the outbound stream'),
+      (how) => this.log.debug({ envelopeId, attempt, how }, 'envelope stored in the outbound stream'),
       (e) => this.log.warn({ err: e, envelopeId }, 'outbound stream did not store the envelope; the outbox retries'),
     );
   }

@@ -34,7 +34,7 @@ import {
 } from 'nats';
 import { parseDuration, type Topology } from '../config/index.js';
 import type { Logger } from '../logging/logger.js';
-import { consumerName, ENVELOPE_ID_HEADER, outStream, upSubject } from './subjects.js';
+import { consumerName, ENVELOPE_ID_HEADER, outStream, QUEUED_SINCE_HEADER, upSubject } from './subjects.js';
 
 /** What a handler tells the queue to do with a message. */
 export type Disposition =
@@ -101,6 +101,13 @@ export interface MessageInfo {
 
 type Handler = (data: Uint8Array, info: MessageInfo) => Promise<Disposition>;
 
+interface StoredCopy {
+  seq: number;
+  msgId: string;
+  /** ms epoch: when the envelope entered the stream (its first copy there). */
+  since: number;
+}
+
 /** The queue settings of a topology (nats.queue). */
 export function queueOptions(topology: Topology): Pick<QueueOptions, 'maxAgeMs' | 'duplicateWindowMs' | 'ackWaitMs'> {
   const q = topology.config.nats.queue;
@@ -127,8 +134,8 @@ export class EnvelopeQueue {
   private readonly observer?: QueueObserver;
   private readonly links = new Map<string, LinkState>();
   private jsm?: Promise<JetStreamManager>;
-  /** The copy of each envelope last stored in this node's outbound stream: its sequence and Nats-Msg-Id. */
-  private readonly stored = new Map<string, { seq: number; msgId: string }>();
+  /** The copy of each envelope last stored in this node's outbound stream: its sequence, Nats-Msg-Id, and since when the envelope waits there. */
+  private readonly stored = new Map<string, StoredCopy>();
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -190,20 +197,24 @@ export class EnvelopeQueue {
     const parent = this.topology.node(this.nodeId).parent;
     if (!parent) throw new Error(`node ${this.nodeId} has no parent to send to`);
     const before = this.stored.get(envelopeId);
+    let since: number | undefined;
+    if (before && before.msgId !== msgId) {
+      // The older copy goes first (the caller still holds the envelope durably: the edge's outbox, or
+      // the relay's unacked message from its child); the new one keeps the time the envelope has waited.
+      // Sequences are never reused in a stream: if that one is gone (delivered), nothing is removed.
+      const jsm = await this.manager();
+      if (await jsm.streams.deleteMessage(outStream(this.nodeId), before.seq, false).catch(() => false)) since = before.since;
+    }
     const h = natsHeaders();
     h.set(ENVELOPE_ID_HEADER, envelopeId);
+    if (since !== undefined) h.set(QUEUED_SINCE_HEADER, String(since));
     const ack = await this.js.publish(upSubject(parent, this.nodeId), new TextEncoder().encode(jws), {
       msgID: msgId,
       headers: h,
       expect: { streamName: outStream(this.nodeId) },
     });
     // A duplicate's PubAck carries the sequence of the copy already stored.
-    this.remember(envelopeId, { seq: ack.seq, msgId });
-    if (before && before.msgId !== msgId && before.seq !== ack.seq) {
-      // Sequences are never reused in a stream: if that one is gone (delivered), nothing is removed.
-      const jsm = await this.manager();
-      await jsm.streams.deleteMessage(outStream(this.nodeId), before.seq, false).catch(() => undefined);
-    }
+    this.remember(envelopeId, { seq: ack.seq, msgId, since: since ?? (ack.duplicate && before ? before.since : Date.now()) });
     return { duplicate: ack.duplicate };
   }
 
@@ -246,7 +257,7 @@ export class EnvelopeQueue {
     this.stored.delete(envelopeId);
   }
 
-  private remember(envelopeId: string, copy: { seq: number; msgId: string }): void {
+  private remember(envelopeId: string, copy: StoredCopy): void {
     this.stored.delete(envelopeId);
     this.stored.set(envelopeId, copy);
     if (this.stored.size > MAX_REMEMBERED) this.stored.delete(this.stored.keys().next().value!);
@@ -392,9 +403,13 @@ export class EnvelopeQueue {
     const msgId = m.headers?.get('Nats-Msg-Id') || undefined;
     try {
       const recvAt = Date.now();
-      // Queue wait: the JetStream store time (the child's server) to now; clocks of two machines may
-      // differ, so a negative difference counts as 0.
-      const waitMs = Math.max(0, recvAt - Math.floor(m.info.timestampNanos / 1e6));
+      // Queue wait: the JetStream store time (the child's server) to now, or from when an older copy
+      // this one replaced was stored (the child's claim, never before the stream's maxAge); clocks of two
+      // machines may differ, so a negative difference counts as 0.
+      const storedAt = Math.floor(m.info.timestampNanos / 1e6);
+      const since = Number(m.headers?.get(QUEUED_SINCE_HEADER) || NaN);
+      const queuedAt = Number.isFinite(since) && since < storedAt ? Math.max(since, storedAt - this.o.maxAgeMs) : storedAt;
+      const waitMs = Math.max(0, recvAt - queuedAt);
       this.observer?.received(from, waitMs);
       d = await handler(m.data, { redelivered: m.redelivered, ...(envelopeId ? { envelopeId } : {}), ...(msgId ? { msgId } : {}), from, recvAt, waitMs });
     } catch (e) {

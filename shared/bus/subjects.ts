@@ -54,8 +54,14 @@ export function downSubject(edgeId: string): string {
   return `${SUBJECT_ROOT}.down.${edgeId}`;
 }
 
-/** Header carrying the envelope id on every bus message (also the JetStream dedupe key, Nats-Msg-Id). */
+/** Header carrying the envelope id on every bus message (Nats-Msg-Id names the copy: queue.ts). */
 export const ENVELOPE_ID_HEADER = 'Ra-Mesh-Envelope-Id';
+
+/**
+ * Header of a copy that replaced an older copy of the same envelope in a stream: when (ms epoch) the
+ * envelope first entered that stream, so the parent's queue-wait metric counts the whole wait.
+ */
+export const QUEUED_SINCE_HEADER = 'Ra-Mesh-Queued-Since';
 
 /** Prefix of request/reply inboxes (the nats client's default); nodes may subscribe below it. */
 export const INBOX_PREFIX = '_INBOX';

@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { connect, type NatsConnection } from 'nats';
 import { nodeConnectOptions } from '../../shared/bus/auth.js';
 import { EnvelopeQueue } from '../../shared/bus/queue.js';
+import { outStream, QUEUED_SINCE_HEADER, upSubject } from '../../shared/bus/subjects.js';
 import { signEdgeEnvelope, type EdgePayload } from '../../shared/envelope/index.js';
 import { createLogger } from '../../shared/logging/logger.js';
 import { NodeStore } from '../../shared/store/index.js';
@@ -121,11 +122,18 @@ describe('integration: copies waiting in streams are not piled up', { timeout: 9
     procs.push(await m.spawnNode('relay-1'));
     await waitFor('the relay took the copy', async () => (await d.queue.depth()) === 0);
     assert.equal(await relayQueue.depth(), 1);
+    const firstSeenAt = Date.now();
     // No answer comes (the gateway is away): the edge retransmits a new copy, which the relay forwards
     // in place of the one it still holds.
     assert.equal(await d.queue.resend(jws2, id, 4), 'sent');
     await waitFor('the relay took the second copy', async () => (await d.queue.depth()) === 0);
     assert.equal(await relayQueue.depth(), 1, 'one copy waits at the relay');
+    // The copy that took the older one's place says since when the envelope waits there (queue-wait metric).
+    const jsm = await relayConn.jetstreamManager();
+    const waiting = await jsm.streams.getMessage(outStream('relay-1'), { last_by_subj: upSubject('gw', 'relay-1') });
+    assert.equal(waiting.header.get('Nats-Msg-Id'), `${id}~4`);
+    const since = Number(waiting.header.get(QUEUED_SINCE_HEADER));
+    assert.ok(since > 0 && since <= firstSeenAt, `queued since ${since}, first copy seen at ${firstSeenAt}`);
 
     const gw = await m.spawnNode('gw');
     procs.push(gw);

@@ -373,17 +373,28 @@ describe('integration: SCEP enrollment and renewal through the mesh', { timeout:
 describe('integration: a pending SCEP request survives kill -9 of the edge', { timeout: 120_000 }, () => {
   let m: TestMesh;
   let scepUrl: string;
+  let shortUrl: string;
 
   before(async () => {
     const port = await freePort();
     scepUrl = `http://127.0.0.1:${port}/scep`;
+    const shortPort = await freePort();
+    shortUrl = `http://127.0.0.1:${shortPort}/scep`;
     const dir = await mkdtemp(join(tmpdir(), 'ra-mesh-scep-k-'));
     await writeFile(join(dir, 'pass'), SEGMENT_PASSWORD);
     const nodes: Array<TestNode & { scep?: Record<string, unknown> }> = [
       { id: 'gw', role: 'gateway', dc: 'core', policy: { allow: { dns: ['*.iot.example.test'] } } },
       { id: 'edge-k', role: 'edge', dc: 'dc-k', parent: 'gw', scep: { listen: `127.0.0.1:${port}`, raName: 'ra-k.iot.example.test', challengePasswordFile: join(dir, 'pass'), resultWait: '0s' } },
+      // Requests give up after 6 s here.
+      {
+        id: 'edge-x',
+        role: 'edge',
+        dc: 'dc-k',
+        parent: 'gw',
+        scep: { listen: `127.0.0.1:${shortPort}`, raName: 'ra-x.iot.example.test', challengePasswordFile: join(dir, 'pass'), resultWait: '0s', pendingLifetime: '6s' },
+      },
     ];
-    m = await startTestMesh({ nodes, external: ['edge-k'], retransmitMs: 500 });
+    m = await startTestMesh({ nodes, external: ['edge-k', 'edge-x'], retransmitMs: 500, envelope: { clockSkew: '1s' } });
   });
 
   after(async () => {
@@ -412,6 +423,37 @@ describe('integration: a pending SCEP request survives kill -9 of the edge', { t
     assert.equal(r.status, 'SUCCESS', r.failText);
     assert.deepEqual(sanNames(new x509.X509Certificate(r.certificates![0]!)), ['k1.iot.example.test']);
     assert.equal(m.mesh.gateway!.issued - issuedBefore, 1, 'one CA call');
+    await edge.kill('SIGTERM');
+  });
+
+  test('fail/a request the mesh never answers ends FAILURE after scep.pendingLifetime, also across a restart; nothing is issued for it later', async () => {
+    let edge = await m.spawnNode('edge-x');
+    await raReady(shortUrl);
+    const issuedBefore = m.mesh.gateway!.issued;
+    const hub = m.bus.server('hub');
+    await hub.stop();
+    const dev = await new TestScepDevice(shortUrl).init();
+    const id = await TestScepDevice.newIdentity('x1.iot.example.test');
+    const first = await dev.send(MESSAGE_TYPE.PKCSReq, await TestScepDevice.csr(id, { cn: 'x1.iot.example.test', challenge: SEGMENT_PASSWORD }), id);
+    assert.equal(first.status, 'PENDING');
+    const deadline = Date.now() + 6_000;
+    // The edge restarts while the request waits: the sweep learns of it from the store again.
+    await edge.kill('SIGKILL');
+    edge = await m.spawnNode('edge-x');
+    assert.equal((await dev.certPoll(id, first.transactionId, 'x1.iot.example.test')).status, 'PENDING', 'still waiting before the deadline');
+    await sleepUntil(deadline + 1_000);
+    let r = first;
+    for (let i = 0; i < 100 && r.status === 'PENDING'; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      r = await dev.certPoll(id, first.transactionId, 'x1.iot.example.test');
+    }
+    assert.equal(r.status, 'FAILURE');
+    assert.match(r.failText ?? '', /scep\.pendingLifetime/);
+    // The envelope still in the edge's stream reaches the gateway when the hub returns, expired.
+    await hub.restart();
+    await new Promise((res) => setTimeout(res, 3_000));
+    assert.equal(m.mesh.gateway!.issued - issuedBefore, 0, 'nothing issued for a request the device was told failed');
+    assert.equal((await dev.certPoll(id, first.transactionId, 'x1.iot.example.test')).status, 'FAILURE');
     await edge.kill('SIGTERM');
   });
 });

@@ -71,6 +71,11 @@ class Refusal extends Error {
 
 const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('base64url');
 
+/** When the sweep must look at an outbox envelope: its next retransmit, or the end of its deadline. */
+function dueAt(out: ScepOutboxRecord, skewMs: number): number {
+  return Math.min(out.nextAt, out.deadline + skewMs + 1);
+}
+
 export class EdgeScep {
   readonly store: ScepStore;
   readonly ra: ScepRaIdentity;
@@ -78,6 +83,12 @@ export class EdgeScep {
   private readonly waiters = new Map<string, Set<() => void>>();
   private raRetryAt = 0;
   private lastPruneAt = 0;
+  /**
+   * When each outbox envelope next needs the sweep (retransmit or deadline), read once at start and set
+   * with every outbox write, so a sweep reads only what is due, not every device waiting through an
+   * outage. An entry whose envelope was answered meanwhile is dropped when it comes due.
+   */
+  private readonly due = new Map<string, number>();
   /** URL of the SCEP listener (http://host:port/scep). */
   url?: string;
 
@@ -92,6 +103,8 @@ export class EdgeScep {
 
   async start(): Promise<void> {
     await this.ra.load();
+    const skew = clockSkewMs(this.d.topology);
+    for await (const [id, out] of this.store.outbox.entries()) this.due.set(id, dueAt(out, skew));
     await this.ensureRaCertificate(Date.now());
     this.app = this.buildServer();
     const [host, port] = splitHostPort(this.cfg.listen);
@@ -477,6 +490,7 @@ export class EdgeScep {
       { coll: this.store.byEnvelope as never, type: 'put', key: payload.id, value: s.key },
       { coll: this.store.outbox as never, type: 'put', key: payload.id, value: out },
     ]);
+    this.due.set(payload.id, dueAt(out, clockSkewMs(this.d.topology)));
     s.log.info({ envelopeId: payload.id, names: s.names.map((n) => n.value), authorizedBy: s.authorizedBy, kind: s.kind }, 'SCEP request queued');
     this.d.publish(payload.id, jws, 1);
     return rec;
@@ -522,6 +536,7 @@ export class EdgeScep {
       { coll: this.store.ra as never, type: 'put', key: 'next', value: record },
       { coll: this.store.outbox as never, type: 'put', key: payload.id, value: out },
     ]);
+    this.due.set(payload.id, dueAt(out, clockSkewMs(this.d.topology)));
     this.d.log.info({ envelopeId: payload.id, raName: this.cfg.raName }, 'SCEP RA certificate requested from the mesh CA');
     this.d.publish(payload.id, jws, 1);
   }
@@ -658,9 +673,16 @@ export class EdgeScep {
   async sweep(now: number): Promise<void> {
     const skew = clockSkewMs(this.d.topology);
     const ttlMs = parseDuration(this.d.topology.config.envelope.ttl);
-    for await (const [id, out] of this.store.outbox.entries()) {
+    for (const [id, at] of [...this.due]) {
+      if (at > now) continue;
+      const out = await this.store.outbox.get(id);
+      if (!out) {
+        this.due.delete(id);
+        continue;
+      }
       // The envelope never outlives the deadline, and nodes accept it at most clockSkew after exp.
       if (now > out.deadline + skew) {
+        this.due.delete(id);
         if (out.target.kind === 'ra') {
           await this.d.locks.run('scep-ra', async () => {
             await this.ra.dropRequest(id);
@@ -683,13 +705,17 @@ export class EdgeScep {
         this.d.log.warn({ envelopeId: id }, 'SCEP request expired waiting for the mesh');
         continue;
       }
-      if (out.nextAt > now) continue;
+      if (out.nextAt > now) {
+        this.due.set(id, dueAt(out, skew));
+        continue;
+      }
       out.attempts += 1;
       // The outbound stream holds the envelope durably; this is the end-to-end safety net (a result
       // lost on its way down, an envelope expired during a long outage): back off to once per lifetime.
       out.nextAt = now + Math.min(Math.max(60_000, ttlMs), this.d.retransmitMs * 2 ** Math.min(out.attempts - 1, 10));
       out.jws = await this.refreshed(out.jws, now, out.deadline);
       await this.store.outbox.put(id, out);
+      this.due.set(id, dueAt(out, skew));
       this.d.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting SCEP envelope');
       this.d.publish(id, out.jws, out.attempts);
     }
