@@ -8,7 +8,7 @@ import { signEdgeEnvelope, type EdgePayload } from '../../shared/envelope/index.
 import { createLogger } from '../../shared/logging/logger.js';
 import { NodeStore } from '../../shared/store/index.js';
 import { EdgeDriver } from '../harness/edge-driver.js';
-import { startTestMesh, type NodeProcess, type TestMesh } from '../harness/mesh.js';
+import { startTestMesh, type NodeProcess, type TestMesh, type TestNode } from '../harness/mesh.js';
 import { pemCerts } from '../harness/tools.js';
 
 // The edge's end-to-end retransmit (EnvelopeQueue.resend) against real nats-servers and nodes: a copy
@@ -17,6 +17,13 @@ import { pemCerts } from '../harness/tools.js';
 // at a relay whose own uplink is down. The test acts as the edge (EdgeDriver: its key, credentials, stream).
 
 const silent = createLogger('test', {}, { level: 'silent' });
+
+/** edge-a -> relay-1 -> gw; edge-a is the test (EdgeDriver), never started as a node. */
+const NODES: TestNode[] = [
+  { id: 'gw', role: 'gateway', dc: 'core' },
+  { id: 'relay-1', role: 'relay', dc: 'dc-a', parent: 'gw' },
+  { id: 'edge-a', role: 'edge', dc: 'dc-a', parent: 'relay-1' },
+];
 
 async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -37,12 +44,7 @@ describe('integration: a result lost on its way down', { timeout: 60_000 }, () =
   let d: EdgeDriver;
   before(async () => {
     m = await startTestMesh({
-      nodes: [
-        { id: 'gw', role: 'gateway', dc: 'core' },
-        { id: 'relay-1', role: 'relay', dc: 'dc-a', parent: 'gw' },
-        { id: 'edge-a', role: 'edge', dc: 'dc-a', parent: 'relay-1' },
-      ],
-      // The test is edge-a.
+      nodes: NODES,
       external: ['edge-a'],
     });
     d = await EdgeDriver.open(m, 'edge-a');
@@ -86,11 +88,7 @@ describe('integration: copies waiting in streams are not piled up', { timeout: 9
   const procs: NodeProcess[] = [];
   before(async () => {
     m = await startTestMesh({
-      nodes: [
-        { id: 'gw', role: 'gateway', dc: 'core' },
-        { id: 'relay-1', role: 'relay', dc: 'dc-a', parent: 'gw' },
-        { id: 'edge-a', role: 'edge', dc: 'dc-a', parent: 'relay-1' },
-      ],
+      nodes: NODES,
       // The relay and the gateway run as processes the test starts when it wants them.
       external: ['edge-a', 'relay-1', 'gw'],
     });
