@@ -32,6 +32,7 @@ import { ACME_PATHS, type AcmeContext } from './acme/context.js';
 import { NonceStore } from './acme/nonce.js';
 import { leafDer, leafSerial } from '../../shared/pki/index.js';
 import { AcmeStore, type CertificateRecord, type OrderRecord, type OutboxRecord } from './acme/records.js';
+import { DueIndex } from './due-index.js';
 import { EdgeRevocations } from './revocations.js';
 import { buildAcmeServer } from './acme/server.js';
 import { pruneExpired } from './acme/prune.js';
@@ -85,12 +86,10 @@ export class EdgeService {
   private admin?: FastifyInstance;
   private listening?: string;
   /**
-   * When each outbox envelope next needs the sweep (retransmit or expiry), read from the outbox once at
-   * start and kept with every outbox write, so a sweep reads only what is due: thousands of requests
-   * waiting out a long outage cost no store scan a second. An entry whose record is gone is dropped.
+   * When each outbox envelope next needs the sweep: its retransmit, or the end of its order's life.
    * Its size is the number of envelopes awaiting their result (the in-flight gauge).
    */
-  private readonly due = new Map<string, { nextAt: number; createdAt: number }>();
+  private readonly due: DueIndex<OutboxRecord>;
   /** Finalize requests holding their answer for an order's result (acme.finalizeWait), by order id. */
   private readonly orderWaiters = new Map<string, Set<() => void>>();
   private stopping = false;
@@ -106,6 +105,8 @@ export class EdgeService {
     private readonly log: Logger,
     private readonly retransmitMs: number,
   ) {
+    const lastChance = parseDuration(ctx.acme.orderLifetime) + clockSkewMs(topology);
+    this.due = new DueIndex<OutboxRecord>((out) => Math.min(out.nextAt, out.createdAt + lastChance + 1));
     this.revocations = new EdgeRevocations(nodeId, topology, store, key, ctx.locks, log, (id, jws, attempt) => this.publishUp(id, jws, attempt), retransmitMs);
     const scep = topology.node(nodeId).scep;
     this.scep = scep
@@ -228,7 +229,7 @@ export class EdgeService {
     this.listening = await this.app.listen({ host, port });
     this.admin = await startAdminServer(this.ctx.eab, this.topology.storeDir(this.nodeId), this.log, this.scep?.store);
     await this.scep?.start();
-    for await (const [id, out] of this.store.outbox.entries()) this.due.set(id, { nextAt: out.nextAt, createdAt: out.createdAt });
+    await this.due.load(this.store.outbox.entries());
     await this.revocations.load();
     this.timer = setInterval(() => void this.sweep(), Math.min(1000, this.retransmitMs));
     this.timer.unref();
@@ -324,7 +325,7 @@ export class EdgeService {
       { coll: this.store.outbox as never, type: 'put', key: payload.id, value: out },
       { coll: this.store.orderByEnvelope as never, type: 'put', key: payload.id, value: order.id },
     ]);
-    this.due.set(payload.id, { nextAt: out.nextAt, createdAt: out.createdAt });
+    this.due.note(payload.id, out);
     this.log.info({ envelopeId: payload.id, order: order.id, parent: this.parent }, 'envelope queued');
     this.publish(out);
   }
@@ -398,18 +399,11 @@ export class EdgeService {
       const now = Date.now();
       const lifetime = parseDuration(this.ctx.acme.orderLifetime);
       const skew = clockSkewMs(this.topology);
-      for (const [id, due] of [...this.due]) {
+      for await (const [id, out] of this.due.due(now, (id) => this.store.outbox.get(id))) {
+        const deadline = out.createdAt + lifetime;
         // The envelope is never signed to live past the order's deadline, and nodes accept it at most
         // clockSkew after its exp: from then on no copy anywhere can still be issued for.
-        const expired = now > due.createdAt + lifetime + skew;
-        if (!expired && due.nextAt > now) continue;
-        const out = await this.store.outbox.get(id);
-        if (!out) {
-          this.due.delete(id);
-          continue;
-        }
-        const deadline = out.createdAt + lifetime;
-        if (expired) {
+        if (now > deadline + skew) {
           await this.ctx.locks.run(`order:${out.orderId}`, async () => {
             const order = await this.store.orders.get(out.orderId);
             if (order && order.status === 'processing') {
@@ -421,12 +415,12 @@ export class EdgeService {
             }
             await this.store.outbox.del(id);
           });
-          this.due.delete(id);
+          this.due.drop(id);
           this.log.warn({ envelopeId: id, order: out.orderId }, 'order expired waiting for the mesh');
           continue;
         }
         if (out.nextAt > now) {
-          this.due.set(id, { nextAt: out.nextAt, createdAt: out.createdAt });
+          this.due.note(id, out);
           continue;
         }
         out.attempts += 1;
@@ -439,7 +433,7 @@ export class EdgeService {
         // the same id and content (fresh iat/exp/nonce), which upstream treats as a redelivery.
         out.jws = await this.refreshed(out.jws, now, deadline);
         await this.store.outbox.put(id, out);
-        this.due.set(id, { nextAt: out.nextAt, createdAt: out.createdAt });
+        this.due.note(id, out);
         this.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting envelope');
         this.publish(out);
       }
@@ -536,7 +530,7 @@ export class EdgeService {
       }
       if (!order || order.status !== 'processing' || order.envelopeId !== result.id) {
         await this.store.outbox.del(result.id);
-        this.due.delete(result.id);
+        this.due.drop(result.id);
         return log.debug('duplicate result ignored');
       }
       if (result.status === 'valid' && result.certificate) {
@@ -564,7 +558,7 @@ export class EdgeService {
           { coll: this.store.orders as never, type: 'put', key: order.id, value: order },
           { coll: this.store.outbox as never, type: 'del', key: result.id },
         ]);
-        this.due.delete(result.id);
+        this.due.drop(result.id);
         const total = Date.now() - Date.parse(order.finalizedAt ?? order.createdAt);
         this.metrics.issuance('valid', Number.isFinite(total) ? total : undefined);
         log.info({ order: order.id, hops: result.hops.map((h) => ({ node: h.node, ms: h.sentAt - h.recvAt })), totalMs: total }, 'certificate received');
@@ -577,7 +571,7 @@ export class EdgeService {
           { coll: this.store.orders as never, type: 'put', key: order.id, value: order },
           { coll: this.store.outbox as never, type: 'del', key: result.id },
         ]);
-        this.due.delete(result.id);
+        this.due.drop(result.id);
         const total = Date.now() - Date.parse(order.finalizedAt ?? order.createdAt);
         this.metrics.issuance('invalid', Number.isFinite(total) ? total : undefined);
         log.info({ order: order.id, problem: order.error.type, detail: order.error.detail, by: result.gateway.node, totalMs: total }, 'request refused upstream');

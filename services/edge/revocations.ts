@@ -5,6 +5,7 @@ import { leafSerial, normalizeSerial, pemToDer, x509 } from '../../shared/pki/in
 import type { KeyedLock } from '../../shared/store/index.js';
 import type { RevocationRequest } from './acme/context.js';
 import type { AcmeStore, CertificateRecord, RevocationOutboxRecord } from './acme/records.js';
+import { DueIndex } from './due-index.js';
 import type { Logger } from './logger.js';
 
 type Outcome = { ok: true } | { ok: false; problem: ProblemDocument };
@@ -18,8 +19,8 @@ type Outcome = { ok: true } | { ok: false; problem: ProblemDocument };
 export class EdgeRevocations {
   private readonly waiters = new Map<string, Set<(o: Outcome) => void>>();
 
-  /** When each outbox revocation next needs the sweep (see load): a sweep reads only what is due. */
-  private readonly due = new Map<string, number>();
+  /** When each outbox revocation next needs the sweep (its retransmit; giving up is checked then too). */
+  private readonly due = new DueIndex<RevocationOutboxRecord>((out) => out.nextAt);
 
   constructor(
     private readonly nodeId: string,
@@ -34,7 +35,7 @@ export class EdgeRevocations {
 
   /** Reads when each waiting revocation is next due (once, at start; every outbox write keeps it after that). */
   async load(): Promise<void> {
-    for await (const [id, out] of this.store.revokeOutbox.entries()) this.due.set(id, out.nextAt);
+    await this.due.load(this.store.revokeOutbox.entries());
   }
 
   /** Finds a certificate this edge received, by its DER: the serial index, else a scan of older records. */
@@ -108,7 +109,7 @@ export class EdgeRevocations {
         { coll: this.store.certBySerial as never, type: 'put', key: serial, value: certId },
         { coll: this.store.revokeOutbox as never, type: 'put', key: payload.id, value: out },
       ]);
-      this.due.set(payload.id, out.nextAt);
+      this.due.note(payload.id, out);
       this.log.info({ envelopeId: payload.id, serial, reason: req.reason, by: req.requester.method }, 'revocation queued');
       this.publish(payload.id, jws, 1);
       return payload.id;
@@ -181,20 +182,13 @@ export class EdgeRevocations {
 
   /** Retransmits unanswered revocations (re-signed near expiry, same id and content); gives up after `giveUpMs`. */
   async sweep(now: number, giveUpMs: number): Promise<void> {
-    for (const [id, at] of [...this.due]) {
-      if (at > now) continue;
-      const out = await this.store.revokeOutbox.get(id);
-      // Answered meanwhile (the result handler removed it from the outbox).
-      if (!out) {
-        this.due.delete(id);
-        continue;
-      }
+    for await (const [id, out] of this.due.due(now, (id) => this.store.revokeOutbox.get(id))) {
       if (out.nextAt > now) {
-        this.due.set(id, out.nextAt);
+        this.due.note(id, out);
         continue;
       }
       if (now - out.createdAt > giveUpMs) {
-        this.due.delete(id);
+        this.due.drop(id);
         await this.locks.run(`cert:${out.certificateId}`, async () => {
           const cert = await this.store.certificates.get(out.certificateId);
           if (cert?.revocation?.envelopeId === id && cert.revocation.status === 'pending') delete cert.revocation;
@@ -210,7 +204,7 @@ export class EdgeRevocations {
       out.nextAt = now + Math.min(60_000, this.retransmitMs * 2 ** Math.min(out.attempts - 1, 10));
       out.jws = await this.refreshed(out.jws, now);
       await this.store.revokeOutbox.put(id, out);
-      this.due.set(id, out.nextAt);
+      this.due.note(id, out);
       this.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting revocation');
       this.publish(id, out.jws, out.attempts);
     }

@@ -80,6 +80,8 @@ export interface LinkState {
 const NS = 1_000_000;
 /** Most envelopes whose stored copy resend() remembers (the oldest is forgotten first). */
 const MAX_REMEMBERED = 50_000;
+/** JetStream's dedupe header (nats.js does not export its name). */
+const MSG_ID_HEADER = 'Nats-Msg-Id';
 /** JetStream's "no message found" (JSNoMessageFoundErr). */
 const NO_MESSAGE_FOUND = 10037;
 const DEFAULTS = { maxAgeMs: 7 * 86_400_000, duplicateWindowMs: 120_000, concurrency: 64, ackWaitMs: 30_000, retryDelayMs: 1_000 };
@@ -232,7 +234,7 @@ export class EnvelopeQueue {
       const jsm = await this.manager();
       try {
         const m = await jsm.streams.getMessage(outStream(this.nodeId), { seq: last.seq });
-        if (m.header.get('Nats-Msg-Id') === last.msgId && new TextDecoder().decode(m.data) === jws) return 'waiting';
+        if (m.header.get(MSG_ID_HEADER) === last.msgId && new TextDecoder().decode(m.data) === jws) return 'waiting';
       } catch (e) {
         if ((e as { api_error?: { err_code?: number } }).api_error?.err_code !== NO_MESSAGE_FOUND) throw e;
       }
@@ -400,7 +402,7 @@ export class EnvelopeQueue {
   private async handle(m: JsMsg, handler: Handler, from: string): Promise<void> {
     let d: Disposition;
     const envelopeId = m.headers?.get(ENVELOPE_ID_HEADER) || undefined;
-    const msgId = m.headers?.get('Nats-Msg-Id') || undefined;
+    const msgId = m.headers?.get(MSG_ID_HEADER) || undefined;
     try {
       const recvAt = Date.now();
       // Queue wait: the JetStream store time (the child's server) to now, or from when an older copy

@@ -14,6 +14,7 @@ import type { Logger } from '../logger.js';
 import { CmsError, degenerateCertificates } from './cms.js';
 import { certRep, MESSAGE_TYPE, messageTypeName, parsePkiRequest, PkiRequestError, type FailInfo, type PkiRequest } from './messages.js';
 import { ScepRaIdentity } from './ra-identity.js';
+import { DueIndex } from '../due-index.js';
 import { ScepStore, transactionKey, type ScepOutboxRecord, type ScepTransactionRecord } from './scep-store.js';
 
 // SCEP (RFC 8894) at the edge, for devices that cannot speak ACME. A device's PKCSReq is authorized
@@ -71,11 +72,6 @@ class Refusal extends Error {
 
 const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('base64url');
 
-/** When the sweep must look at an outbox envelope: its next retransmit, or the end of its deadline. */
-function dueAt(out: ScepOutboxRecord, skewMs: number): number {
-  return Math.min(out.nextAt, out.deadline + skewMs + 1);
-}
-
 export class EdgeScep {
   readonly store: ScepStore;
   readonly ra: ScepRaIdentity;
@@ -83,17 +79,15 @@ export class EdgeScep {
   private readonly waiters = new Map<string, Set<() => void>>();
   private raRetryAt = 0;
   private lastPruneAt = 0;
-  /**
-   * When each outbox envelope next needs the sweep (retransmit or deadline), read once at start and set
-   * with every outbox write, so a sweep reads only what is due, not every device waiting through an
-   * outage. An entry whose envelope was answered meanwhile is dropped when it comes due.
-   */
-  private readonly due = new Map<string, number>();
+  /** When each outbox envelope next needs the sweep: its retransmit, or the end of its deadline. */
+  private readonly due: DueIndex<ScepOutboxRecord>;
   /** URL of the SCEP listener (http://host:port/scep). */
   url?: string;
 
   constructor(private readonly d: EdgeScepDeps) {
     this.store = new ScepStore(d.acme.db);
+    const skew = clockSkewMs(d.topology);
+    this.due = new DueIndex<ScepOutboxRecord>((out) => Math.min(out.nextAt, out.deadline + skew + 1));
     this.ra = new ScepRaIdentity(this.store, d.config.raName);
   }
 
@@ -103,8 +97,7 @@ export class EdgeScep {
 
   async start(): Promise<void> {
     await this.ra.load();
-    const skew = clockSkewMs(this.d.topology);
-    for await (const [id, out] of this.store.outbox.entries()) this.due.set(id, dueAt(out, skew));
+    await this.due.load(this.store.outbox.entries());
     await this.ensureRaCertificate(Date.now());
     this.app = this.buildServer();
     const [host, port] = splitHostPort(this.cfg.listen);
@@ -490,7 +483,7 @@ export class EdgeScep {
       { coll: this.store.byEnvelope as never, type: 'put', key: payload.id, value: s.key },
       { coll: this.store.outbox as never, type: 'put', key: payload.id, value: out },
     ]);
-    this.due.set(payload.id, dueAt(out, clockSkewMs(this.d.topology)));
+    this.due.note(payload.id, out);
     s.log.info({ envelopeId: payload.id, names: s.names.map((n) => n.value), authorizedBy: s.authorizedBy, kind: s.kind }, 'SCEP request queued');
     this.d.publish(payload.id, jws, 1);
     return rec;
@@ -536,7 +529,7 @@ export class EdgeScep {
       { coll: this.store.ra as never, type: 'put', key: 'next', value: record },
       { coll: this.store.outbox as never, type: 'put', key: payload.id, value: out },
     ]);
-    this.due.set(payload.id, dueAt(out, clockSkewMs(this.d.topology)));
+    this.due.note(payload.id, out);
     this.d.log.info({ envelopeId: payload.id, raName: this.cfg.raName }, 'SCEP RA certificate requested from the mesh CA');
     this.d.publish(payload.id, jws, 1);
   }
@@ -673,16 +666,10 @@ export class EdgeScep {
   async sweep(now: number): Promise<void> {
     const skew = clockSkewMs(this.d.topology);
     const ttlMs = parseDuration(this.d.topology.config.envelope.ttl);
-    for (const [id, at] of [...this.due]) {
-      if (at > now) continue;
-      const out = await this.store.outbox.get(id);
-      if (!out) {
-        this.due.delete(id);
-        continue;
-      }
+    for await (const [id, out] of this.due.due(now, (id) => this.store.outbox.get(id))) {
       // The envelope never outlives the deadline, and nodes accept it at most clockSkew after exp.
       if (now > out.deadline + skew) {
-        this.due.delete(id);
+        this.due.drop(id);
         if (out.target.kind === 'ra') {
           await this.d.locks.run('scep-ra', async () => {
             await this.ra.dropRequest(id);
@@ -706,7 +693,7 @@ export class EdgeScep {
         continue;
       }
       if (out.nextAt > now) {
-        this.due.set(id, dueAt(out, skew));
+        this.due.note(id, out);
         continue;
       }
       out.attempts += 1;
@@ -715,7 +702,7 @@ export class EdgeScep {
       out.nextAt = now + Math.min(Math.max(60_000, ttlMs), this.d.retransmitMs * 2 ** Math.min(out.attempts - 1, 10));
       out.jws = await this.refreshed(out.jws, now, out.deadline);
       await this.store.outbox.put(id, out);
-      this.due.set(id, dueAt(out, skew));
+      this.due.note(id, out);
       this.d.log.info({ envelopeId: id, attempt: out.attempts }, 'retransmitting SCEP envelope');
       this.d.publish(id, out.jws, out.attempts);
     }
