@@ -401,25 +401,41 @@ describe('integration: a pending SCEP request survives kill -9 of the edge', { t
     await m?.stop();
   });
 
-  test('ok/PENDING while the hub is down; the edge is killed and restarted; the poll gets SUCCESS once the hub returns, one certificate', async () => {
-    let edge = await m.spawnNode('edge-k');
-    await raReady(scepUrl);
+  /**
+   * `edgeId` runs as its own process; the hub goes down; a device enrolls `cn` and is told PENDING; the
+   * edge is killed (-9) and started again, and the request is still PENDING there.
+   */
+  async function pendingAcrossRestart(edgeId: string, url: string, cn: string) {
+    let edge = await m.spawnNode(edgeId);
+    await raReady(url);
     const issuedBefore = m.mesh.gateway!.issued;
     const hub = m.bus.server('hub');
     await hub.stop();
-    const dev = await new TestScepDevice(scepUrl).init();
-    const id = await TestScepDevice.newIdentity('k1.iot.example.test');
-    const first = await dev.send(MESSAGE_TYPE.PKCSReq, await TestScepDevice.csr(id, { cn: 'k1.iot.example.test', challenge: SEGMENT_PASSWORD }), id);
+    const dev = await new TestScepDevice(url).init();
+    const id = await TestScepDevice.newIdentity(cn);
+    const first = await dev.send(MESSAGE_TYPE.PKCSReq, await TestScepDevice.csr(id, { cn, challenge: SEGMENT_PASSWORD }), id);
     assert.equal(first.status, 'PENDING');
+    const pendingAt = Date.now();
+    // The edge restarts while the request waits: the sweep learns of it from the store again.
     await edge.kill('SIGKILL');
-    edge = await m.spawnNode('edge-k');
-    assert.equal((await dev.certPoll(id, first.transactionId, 'k1.iot.example.test')).status, 'PENDING', 'still known after the restart');
+    edge = await m.spawnNode(edgeId);
+    assert.equal((await dev.certPoll(id, first.transactionId, cn)).status, 'PENDING', 'still known after the restart');
+    /** Polls (at most `tries` times, 100 ms apart) until the answer is no longer PENDING. */
+    const settled = async (tries: number) => {
+      let r = first;
+      for (let i = 0; i < tries && r.status === 'PENDING'; i++) {
+        await new Promise((res) => setTimeout(res, 100));
+        r = await dev.certPoll(id, first.transactionId, cn);
+      }
+      return r;
+    };
+    return { edge, hub, dev, id, first, issuedBefore, pendingAt, settled };
+  }
+
+  test('ok/PENDING while the hub is down; the edge is killed and restarted; the poll gets SUCCESS once the hub returns, one certificate', async () => {
+    const { edge, hub, issuedBefore, settled } = await pendingAcrossRestart('edge-k', scepUrl, 'k1.iot.example.test');
     await hub.restart();
-    let r = first;
-    for (let i = 0; i < 300 && r.status === 'PENDING'; i++) {
-      await new Promise((res) => setTimeout(res, 100));
-      r = await dev.certPoll(id, first.transactionId, 'k1.iot.example.test');
-    }
+    const r = await settled(300);
     assert.equal(r.status, 'SUCCESS', r.failText);
     assert.deepEqual(sanNames(new x509.X509Certificate(r.certificates![0]!)), ['k1.iot.example.test']);
     assert.equal(m.mesh.gateway!.issued - issuedBefore, 1, 'one CA call');
@@ -427,26 +443,10 @@ describe('integration: a pending SCEP request survives kill -9 of the edge', { t
   });
 
   test('fail/a request the mesh never answers ends FAILURE after scep.pendingLifetime, also across a restart; nothing is issued for it later', async () => {
-    let edge = await m.spawnNode('edge-x');
-    await raReady(shortUrl);
-    const issuedBefore = m.mesh.gateway!.issued;
-    const hub = m.bus.server('hub');
-    await hub.stop();
-    const dev = await new TestScepDevice(shortUrl).init();
-    const id = await TestScepDevice.newIdentity('x1.iot.example.test');
-    const first = await dev.send(MESSAGE_TYPE.PKCSReq, await TestScepDevice.csr(id, { cn: 'x1.iot.example.test', challenge: SEGMENT_PASSWORD }), id);
-    assert.equal(first.status, 'PENDING');
-    const deadline = Date.now() + 6_000;
-    // The edge restarts while the request waits: the sweep learns of it from the store again.
-    await edge.kill('SIGKILL');
-    edge = await m.spawnNode('edge-x');
-    assert.equal((await dev.certPoll(id, first.transactionId, 'x1.iot.example.test')).status, 'PENDING', 'still waiting before the deadline');
-    await sleepUntil(deadline + 1_000);
-    let r = first;
-    for (let i = 0; i < 100 && r.status === 'PENDING'; i++) {
-      await new Promise((res) => setTimeout(res, 100));
-      r = await dev.certPoll(id, first.transactionId, 'x1.iot.example.test');
-    }
+    const { edge, hub, dev, id, first, issuedBefore, pendingAt, settled } = await pendingAcrossRestart('edge-x', shortUrl, 'x1.iot.example.test');
+    // pendingLifetime is 6 s from the request (answered PENDING just before pendingAt).
+    await sleepUntil(pendingAt + 6_000 + 1_000);
+    const r = await settled(100);
     assert.equal(r.status, 'FAILURE');
     assert.match(r.failText ?? '', /scep\.pendingLifetime/);
     // The envelope still in the edge's stream reaches the gateway when the hub returns, expired.
