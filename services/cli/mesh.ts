@@ -1,5 +1,5 @@
 import type { Topology } from '../../shared/config/index.js';
-import { loadMeshKeyRing, loadOrCreateNodeKey, watchMeshKeys } from '../../shared/envelope/index.js';
+import { loadMeshKeyRing, loadOrCreateMeshNodeKey, watchMeshKeys } from '../../shared/envelope/index.js';
 import { natsServerSpecs, startNatsServers, type RunningNatsServer } from '../../shared/bus/nats-server.js';
 import { ensureBusCredentials } from '../../shared/bus/auth.js';
 import { createLogger, type Logger } from '../../shared/logging/logger.js';
@@ -34,7 +34,7 @@ export async function startMesh(topology: Topology, opts: StartMeshOptions = {})
   const log = opts.log ?? createLogger('mesh');
   const wanted = new Set(opts.only ?? topology.nodes.map((n) => n.id));
   // Keys of every local node exist before any node starts, so each finds the others' public keys.
-  for (const n of topology.nodes) if (wanted.has(n.id)) await loadOrCreateNodeKey(topology.keysDir(), n.id);
+  for (const n of topology.nodes) if (wanted.has(n.id)) await loadOrCreateMeshNodeKey(topology, n.id);
   const keys = await loadMeshKeyRing(topology);
   const unwatchKeys = watchMeshKeys(topology, keys, log);
   const stops: Array<() => Promise<void>> = [];

@@ -9,7 +9,7 @@ import { EnvelopeQueue } from '../../shared/bus/queue.js';
 import {
   KeyRing,
   loadMeshKeyRing,
-  loadOrCreateNodeKey,
+  loadOrCreateMeshNodeKey,
   clockSkewMs,
   newEdgePayload,
   signEdgeEnvelope,
@@ -143,7 +143,7 @@ export class EdgeService {
     const db = await NodeStore.open(topology.storeDir(nodeId));
     const store = new AcmeStore(db);
     const eab = new EabStore(db);
-    const key = await loadOrCreateNodeKey(topology.keysDir(), nodeId);
+    const key = await loadOrCreateMeshNodeKey(topology, nodeId);
     const keys = opts.keys ?? (await loadMeshKeyRing(topology));
     const [host, port] = splitHostPort(acme.listen);
     const baseUrl = (acme.externalUrl ?? `https://${host === '0.0.0.0' || host === '::' ? hostname() : urlHost(host)}:${port}`).replace(/\/$/, '');

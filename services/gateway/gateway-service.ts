@@ -9,7 +9,7 @@ import { EnvelopeQueue, type Disposition, type MessageInfo } from '../../shared/
 import {
   KeyRing,
   loadMeshKeyRing,
-  loadOrCreateNodeKey,
+  loadOrCreateMeshNodeKey,
   ReplayGuard,
   signCrlMessage,
   signResult,
@@ -133,7 +133,7 @@ export class GatewayService {
     const log = opts.log ?? createGatewayLogger(nodeId);
     const db = await NodeStore.open(topology.storeDir(nodeId));
     try {
-      const key = await loadOrCreateNodeKey(topology.keysDir(), nodeId);
+      const key = await loadOrCreateMeshNodeKey(topology, nodeId);
       const keys = opts.keys ?? (await loadMeshKeyRing(topology));
       const locks = new KeyedLock();
       const cas = opts.cas ?? (await createCas(node.cas ?? casSchema.parse({ type: 'builtin' }), { topology, nodeId, db, locks, log }));

@@ -7,7 +7,7 @@ import { EnvelopeQueue, type Disposition, type MessageInfo } from '../../shared/
 import {
   KeyRing,
   loadMeshKeyRing,
-  loadOrCreateNodeKey,
+  loadOrCreateMeshNodeKey,
   ReplayGuard,
   signResult,
   verifyEnvelope,
@@ -68,7 +68,7 @@ export class RelayService {
   static async create(opts: RelayServiceOptions): Promise<RelayService> {
     const node = opts.topology.node(opts.nodeId);
     if (node.role !== 'relay') throw new Error(`node "${opts.nodeId}" is a ${node.role}, not a relay`);
-    const key = await loadOrCreateNodeKey(opts.topology.keysDir(), opts.nodeId);
+    const key = await loadOrCreateMeshNodeKey(opts.topology, opts.nodeId);
     const keys = opts.keys ?? (await loadMeshKeyRing(opts.topology));
     return new RelayService(opts.nodeId, opts.topology, key, keys, opts.log ?? createRelayLogger(opts.nodeId));
   }

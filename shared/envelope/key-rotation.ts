@@ -12,6 +12,7 @@ import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { RaError } from '../errors/index.js';
 import {
   generateNodeKeyPair,
+  jwkAlg,
   privateKeyFile,
   publicKeyFile,
   stagedPrivateKeyFile,
@@ -30,12 +31,16 @@ async function thumbprintOf(file: string): Promise<string> {
   return calculateJwkThumbprint(JSON.parse(await readFile(file, 'utf8')) as JWK);
 }
 
-/** Step 1: makes `<kid>.next.key.jwk` / `<kid>.next.pub.jwk`. Returns the new key's thumbprint. */
-export async function rotateStart(dir: string, kid: string, alg: EnvelopeAlg = 'EdDSA'): Promise<string> {
+/**
+ * Step 1: makes `<kid>.next.key.jwk` / `<kid>.next.pub.jwk` (of the current key's alg unless `alg` is
+ * given, so a mesh that accepts only that alg keeps accepting the node). Returns the new key's thumbprint.
+ */
+export async function rotateStart(dir: string, kid: string, alg?: EnvelopeAlg): Promise<string> {
   if (!(await exists(privateKeyFile(dir, kid)))) throw new RaError('serverInternal', { detail: `node "${kid}" has no key in ${dir} to rotate (ra-mesh keys init)` });
   if (await exists(stagedPublicKeyFile(dir, kid, 'next'))) throw new RaError('serverInternal', { detail: `node "${kid}" is already rotating: promote or remove its next key first` });
   if (await exists(stagedPublicKeyFile(dir, kid, 'prev'))) throw new RaError('serverInternal', { detail: `node "${kid}" still has a previous key: retire it first` });
-  const { privateJwk, publicJwk } = await generateNodeKeyPair(kid, alg);
+  const current = JSON.parse(await readFile(publicKeyFile(dir, kid), 'utf8').catch(() => readFile(privateKeyFile(dir, kid), 'utf8'))) as JWK;
+  const { privateJwk, publicJwk } = await generateNodeKeyPair(kid, alg ?? jwkAlg(current));
   await writeFile(stagedPrivateKeyFile(dir, kid, 'next'), JSON.stringify(privateJwk, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
   await writeFile(stagedPublicKeyFile(dir, kid, 'next'), JSON.stringify(publicJwk, null, 2) + '\n', { mode: 0o644 });
   return calculateJwkThumbprint(publicJwk);

@@ -7,7 +7,7 @@ import { stringify } from 'yaml';
 import { parseTopology, type Topology } from '../../shared/config/index.js';
 import { createLogger } from '../../shared/logging/logger.js';
 import { startMesh, type RunningMesh } from '../../services/cli/mesh.js';
-import { loadOrCreateNodeKey } from '../../shared/envelope/index.js';
+import { loadOrCreateMeshNodeKey } from '../../shared/envelope/index.js';
 import type { TestBus } from './nats.js';
 import { freePort, freePorts } from './ports.js';
 
@@ -141,7 +141,7 @@ export async function startTestMesh(opts: {
       await writeFile(join(dir, 'topology.yaml'), yaml);
       const topology = parseTopology(yaml, join(dir, 'topology.yaml'), dir);
       // Every node's signing key exists before any starts, also those the test runs as processes.
-      for (const n of opts.nodes) await loadOrCreateNodeKey(topology.keysDir(), n.id);
+      for (const n of opts.nodes) await loadOrCreateMeshNodeKey(topology, n.id);
       let mesh: RunningMesh;
       try {
         mesh = await startMesh(topology, {

@@ -60,7 +60,7 @@ describe('integration: relay key rotation in a running mesh', { timeout: 180_000
     let relay = await m.spawnNode('relay-r');
     assert.equal((await issue()).status, 'valid');
     const listed = await cli('list', m.topologyFile);
-    assert.match(listed, /^relay-r {2}current {2}EdDSA {2}[A-Za-z0-9_-]{43}$/m);
+    assert.match(listed, /^relay-r {2}current {2}ES256 {2}[A-Za-z0-9_-]{43}$/m);
 
     assert.match(await cli('rotate', m.topologyFile, '--node', 'relay-r'), /relay-r: next key [A-Za-z0-9_-]{43}/);
     await reload();

@@ -51,7 +51,7 @@ let mallory: NodeKey;
 before(async () => {
   topology = parseTopology(YAML);
   for (const n of topology.nodes) k[n.id] = await generateNodeKey(n.id, ES256_NODES.has(n.id) ? 'ES256' : 'EdDSA');
-  mallory = await generateNodeKey('mallory');
+  mallory = await generateNodeKey('mallory', 'EdDSA'); // the alg of edge-gw, so only the key differs
   ring = new KeyRing(Object.values(k).map((key): [string, JWK] => [key.kid, key.publicJwk]));
 });
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { calculateJwkThumbprint, importJWK, type JWK } from 'jose';
 import { parseTopology } from '../../shared/config/index.js';
-import { KeyRing, loadOrCreateNodeKey, rotatePromote, rotateRetire, rotateStart, type NodeKey } from '../../shared/envelope/index.js';
+import { jwkAlg, KeyRing, loadOrCreateNodeKey, nodeKeyAlg, rotatePromote, rotateRetire, rotateStart, type NodeKey } from '../../shared/envelope/index.js';
 import { signJson, verifyLayer } from '../../shared/envelope/jws.js';
 import { RaError } from '../../shared/errors/index.js';
 
@@ -18,7 +18,8 @@ const TYP = 'ra-mesh+jws';
 async function keyFromFile(file: string, kid: string): Promise<NodeKey> {
   const jwk = JSON.parse(await readFile(file, 'utf8')) as JWK;
   const { d: _d, ...pub } = jwk;
-  return { kid, alg: 'EdDSA', privateKey: (await importJWK(jwk, 'EdDSA')) as never, publicJwk: pub };
+  const alg = jwkAlg(jwk);
+  return { kid, alg, privateKey: (await importJWK(jwk, alg)) as never, publicJwk: pub };
 }
 
 async function accepted(ring: KeyRing, key: NodeKey): Promise<boolean> {
@@ -74,6 +75,24 @@ describe('unit: node key rotation', () => {
       await assert.rejects(call(), (e: unknown) => e instanceof RaError && re.test(e.detail));
     });
   }
+
+  test('ok/a rotated key keeps the node\'s alg unless another is asked for; new keys follow envelope.algs', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'ra-mesh-rotate-alg-'));
+    try {
+      await loadOrCreateNodeKey(d, 'relay-r', 'EdDSA');
+      await rotateStart(d, 'relay-r');
+      assert.equal(jwkAlg(JSON.parse(await readFile(join(d, 'relay-r.next.pub.jwk'), 'utf8')) as JWK), 'EdDSA');
+      await rotatePromote(d, 'relay-r');
+      await rotateRetire(d, 'relay-r');
+      await rotateStart(d, 'relay-r', 'ES256');
+      assert.equal(jwkAlg(JSON.parse(await readFile(join(d, 'relay-r.next.pub.jwk'), 'utf8')) as JWK), 'ES256');
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+    assert.equal(nodeKeyAlg(topology), 'ES256');
+    const onlyEd = parseTopology('mesh: t\nenvelope: {algs: [EdDSA]}\nnodes:\n  - {id: gw, role: gateway, dc: core}\n', 't.yaml', '/tmp');
+    assert.equal(nodeKeyAlg(onlyEd), 'EdDSA');
+  });
 
   test('fail/rotate twice without promote', async () => {
     await rotateStart(dir, 'relay-r');

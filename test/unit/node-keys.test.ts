@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { CompactSign, compactVerify } from 'jose';
 import { RaError } from '../../shared/errors/index.js';
-import { generateNodeKey, KeyRing, loadOrCreateNodeKey } from '../../shared/envelope/index.js';
+import { DEFAULT_ENVELOPE_ALG, generateNodeKey, KeyRing, loadOrCreateNodeKey } from '../../shared/envelope/index.js';
 
 let tmp: string;
 before(async () => {
@@ -25,18 +25,22 @@ async function signs(key: Awaited<ReturnType<typeof generateNodeKey>>, ring: Key
   );
 }
 
-test('ok/generateNodeKey: EdDSA by default, ES256 on request, public JWK with kid and alg', async () => {
-  const ed = await generateNodeKey('edge-a');
+test('ok/generateNodeKey: ES256 by default, EdDSA on request, public JWK with kid and alg', async () => {
+  const ec = await generateNodeKey('relay-1');
+  assert.equal(ec.alg, 'ES256');
+  assert.equal(DEFAULT_ENVELOPE_ALG, 'ES256');
+  assert.deepEqual(Object.keys(ec.publicJwk).sort(), ['alg', 'crv', 'kid', 'kty', 'x', 'y']);
+  assert.equal(ec.publicJwk.crv, 'P-256');
+  assert.equal(ec.publicJwk.alg, 'ES256');
+  assert.equal(ec.publicJwk.kid, 'relay-1');
+  assert.equal(ec.publicJwk.d, undefined);
+  assert.equal(ec.privateKey.extractable, false);
+  const ed = await generateNodeKey('edge-a', 'EdDSA');
   assert.equal(ed.alg, 'EdDSA');
   assert.deepEqual(Object.keys(ed.publicJwk).sort(), ['alg', 'crv', 'kid', 'kty', 'x']);
   assert.equal(ed.publicJwk.crv, 'Ed25519');
   assert.equal(ed.publicJwk.kid, 'edge-a');
   assert.equal(ed.privateKey.extractable, false);
-  const ec = await generateNodeKey('relay-1', 'ES256');
-  assert.equal(ec.alg, 'ES256');
-  assert.equal(ec.publicJwk.crv, 'P-256');
-  assert.equal(ec.publicJwk.alg, 'ES256');
-  assert.equal(ec.publicJwk.d, undefined);
   const ring = new KeyRing([
     ['edge-a', ed.publicJwk],
     ['relay-1', ec.publicJwk],
@@ -52,7 +56,7 @@ test('ok/loadOrCreateNodeKey persists the key (0600 in a 0700 folder) and reload
   assert.equal((await stat(path.join(dir, 'gw.key.jwk'))).mode & 0o777, 0o600);
   const priv = JSON.parse(await readFile(path.join(dir, 'gw.key.jwk'), 'utf8'));
   assert.equal(priv.kid, 'gw');
-  assert.equal(priv.alg, 'EdDSA');
+  assert.equal(priv.alg, 'ES256');
   assert.equal(typeof priv.d, 'string');
   const pub = JSON.parse(await readFile(path.join(dir, 'gw.pub.jwk'), 'utf8'));
   assert.deepEqual(pub, a.publicJwk);
@@ -92,7 +96,10 @@ test('ok/loadOrCreateNodeKey: concurrent callers end with one key', async () => 
 test('fail/loadOrCreateNodeKey: alg mismatch, bad kid, file for another kid', async () => {
   const dir = path.join(tmp, 'bad');
   await loadOrCreateNodeKey(dir, 'edge-c');
-  await assert.rejects(loadOrCreateNodeKey(dir, 'edge-c', 'ES256'), (e: unknown) => e instanceof RaError && /holds an EdDSA key/.test(e.detail));
+  await assert.rejects(loadOrCreateNodeKey(dir, 'edge-c', 'EdDSA'), (e: unknown) => e instanceof RaError && /holds an ES256 key/.test(e.detail));
+  // A key on disk keeps its alg: loading without one asked for never changes it.
+  await loadOrCreateNodeKey(dir, 'edge-f', 'EdDSA');
+  assert.equal((await loadOrCreateNodeKey(dir, 'edge-f')).alg, 'EdDSA');
   await assert.rejects(loadOrCreateNodeKey(dir, '../etc/passwd'), (e: unknown) => e instanceof RaError && /invalid key id/.test(e.detail));
   await writeFile(path.join(dir, 'edge-d.key.jwk'), await readFile(path.join(dir, 'edge-c.key.jwk')));
   await assert.rejects(loadOrCreateNodeKey(dir, 'edge-d'), (e: unknown) => e instanceof RaError && /for kid "edge-c"/.test(e.detail));

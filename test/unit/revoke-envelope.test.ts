@@ -94,7 +94,7 @@ describe('unit: revoke envelopes', () => {
       await assert.rejects(signEdgeEnvelope(p, k['edge-a']!), isRa('serverInternal', 'malformed'));
       // Forged by hand with the edge's key (the compact JWS the verifier sees).
       const { CompactSign } = await import('jose');
-      const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(p))).setProtectedHeader({ alg: 'EdDSA', kid: 'edge-a', typ: 'ra-mesh+jws' }).sign(k['edge-a']!.privateKey);
+      const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(p))).setProtectedHeader({ alg: k['edge-a']!.alg, kid: 'edge-a', typ: 'ra-mesh+jws' }).sign(k['edge-a']!.privateKey);
       await assert.rejects(verifyEnvelope(jws, { topology, verifier: 'relay-1', keys: ring, now: NOW }), isRa('malformed', 'malformed'));
     });
   }
@@ -103,7 +103,7 @@ describe('unit: revoke envelopes', () => {
     const p = revoke({ origin: { node: 'edge-b', dc: 'dc-a' } });
     await assert.rejects(signEdgeEnvelope(p, k['edge-a']!), isRa('serverInternal', 'malformed'));
     const { CompactSign } = await import('jose');
-    const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(p))).setProtectedHeader({ alg: 'EdDSA', kid: 'edge-a', typ: 'ra-mesh+jws' }).sign(k['edge-a']!.privateKey);
+    const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(p))).setProtectedHeader({ alg: k['edge-a']!.alg, kid: 'edge-a', typ: 'ra-mesh+jws' }).sign(k['edge-a']!.privateKey);
     await assert.rejects(verifyEnvelope(jws, { topology, verifier: 'relay-1', keys: ring, now: NOW }), isRa('unauthorized', 'path'));
   });
 });

@@ -30,7 +30,7 @@ import {
 } from '../../../shared/config/index.js';
 import { ensureBusCredentials } from '../../../shared/bus/auth.js';
 import { natsServerSpecs, renderNatsConfig } from '../../../shared/bus/nats-server.js';
-import { KEY_STAGES, loadOrCreateNodeKey, privateKeyFile, stagedPublicKeyFile } from '../../../shared/envelope/index.js';
+import { KEY_STAGES, loadOrCreateMeshNodeKey, privateKeyFile, stagedPublicKeyFile } from '../../../shared/envelope/index.js';
 
 const USAGE = `usage: ra-mesh compose <topology.yaml> [--out <docker-compose.yml>] [--check] [--secrets] [--image <name:tag>]
   writes the compose file (default ./docker-compose.yml) and the compose-flavoured topology
@@ -416,7 +416,7 @@ async function writeIfChanged(file: string, text: string, mode: number): Promise
 export async function writeComposeSecrets(source: Topology, plan: ComposePlan): Promise<string[]> {
   const changed: string[] = [];
   const keysDir = source.keysDir();
-  for (const n of source.nodes) await loadOrCreateNodeKey(keysDir, n.id);
+  for (const n of source.nodes) await loadOrCreateMeshNodeKey(source, n.id);
   const credentials = await ensureBusCredentials(source);
   if (!credentials) fail('nats.auth: compose deployments need "nkey"');
   for (const d of [plan.secretsDir, plan.publicKeysDir]) await mkdir(d, { recursive: true, mode: 0o700 });

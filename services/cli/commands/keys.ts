@@ -4,6 +4,7 @@ import { calculateJwkThumbprint, type JWK } from 'jose';
 import { loadTopology } from '../../../shared/config/index.js';
 import { ensureBusCredentials } from '../../../shared/bus/auth.js';
 import {
+  nodeKeyAlg,
   KEY_STAGES,
   isEnvelopeAlg,
   loadOrCreateNodeKey,
@@ -14,11 +15,11 @@ import {
 } from '../../../shared/envelope/index.js';
 
 const USAGE = `usage:
-  ra-mesh keys init <topology.yaml> [--node <id>]... [--alg EdDSA|ES256]
-                    create missing node signing keys (and NATS credentials); print their thumbprints
+  ra-mesh keys init <topology.yaml> [--node <id>]... [--alg ES256|EdDSA]
+                    create missing node signing keys (ES256 unless --alg or envelope.algs says otherwise) (and NATS credentials); print their thumbprints
   ra-mesh keys list <topology.yaml>            every node's accepted keys (current, next, prev)
-  ra-mesh keys rotate <topology.yaml> --node <id> [--alg EdDSA|ES256]
-                    make the node's next key: from now on its current and next keys are accepted
+  ra-mesh keys rotate <topology.yaml> --node <id> [--alg ES256|EdDSA]
+                    make the node's next key (of its current key's alg unless --alg): from now on its current and next keys are accepted
   ra-mesh keys promote <topology.yaml> --node <id>
                     the next key becomes current (restart the node); the old one stays accepted as prev
   ra-mesh keys retire <topology.yaml> --node <id>
@@ -38,7 +39,7 @@ export async function keysCommand(args: string[]): Promise<number> {
   }
   const topology = loadTopology(positionals[0]!);
   const dir = topology.keysDir();
-  const alg = values.alg ?? 'EdDSA';
+  const alg = values.alg ?? nodeKeyAlg(topology);
   if (!isEnvelopeAlg(alg)) {
     process.stderr.write(`ra-mesh keys: --alg must be EdDSA or ES256\n`);
     return 2;
@@ -78,7 +79,7 @@ export async function keysCommand(args: string[]): Promise<number> {
     case 'rotate': {
       const id = one();
       if (!id) return 2;
-      const tp = await rotateStart(dir, id, alg);
+      const tp = await rotateStart(dir, id, values.alg ? alg : undefined);
       process.stdout.write(`${id}: next key ${tp}; distribute ${stagedPublicKeyFile(dir, id, 'next')} to every node (and pin it), then promote\n`);
       return 0;
     }
