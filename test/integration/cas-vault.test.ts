@@ -297,12 +297,14 @@ describe('integration: vault CA service through edge -> relay -> gateway', { tim
       assert.equal(vault.callsOf('revoke').length, revokes, 'Vault was not asked again');
     });
 
-    test('fail/Vault refuses the name (400): the client-facing problem carries Vault\'s message; nothing issued', async () => {
+    test('fail/Vault refuses the name (400): rejectedIdentifier naming it, with Vault\'s message; nothing issued', async () => {
       const signs = vault.callsOf('sign').length;
       const r = await issue('x.other.test');
       assert.equal(r.status, 'invalid');
-      assert.equal(r.problem!.type, `${PROBLEM}badCSR`);
+      // RFC 8555 §6.7: the CA will not issue for the identifier.
+      assert.equal(r.problem!.type, `${PROBLEM}rejectedIdentifier`);
       assert.match(r.problem!.detail, /common name x\.other\.test not allowed by this role/);
+      assert.deepEqual(r.problem!.subproblems?.map((s) => [s.type, s.identifier]), [[`${PROBLEM}rejectedIdentifier`, { type: 'dns', value: 'x.other.test' }]]);
       assert.equal(issuedFor('x.other.test').length, 0);
       assert.deepEqual(vault.callsOf('sign').slice(signs).map((c) => c.status), [400]);
     });

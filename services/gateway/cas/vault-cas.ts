@@ -83,6 +83,29 @@ export function vaultColonSerial(serial: string): string {
   return normalizeVaultSerial(serial).match(/../g)!.join(':');
 }
 
+/**
+ * A 400 from Vault's pki sign endpoint that refuses names by the role (builtin/logical/pki
+ * cert_util.go: "common name X not allowed by this role", "subject alternate name X not allowed by this
+ * role", "IP Subject Alternative Names are not allowed in this role, ..."): RFC 8555 §6.7
+ * rejectedIdentifier, with a subproblem for the name when Vault names one of the request's.
+ */
+function refusedNames(message: string | undefined, req: { dnsNames: string[]; ipAddresses: string[] }): RaError | undefined {
+  if (!message) return undefined;
+  const detail = `the CA service (${SERVICE}) refused the name by its role: ${message.slice(0, 300)}`;
+  const named = /(?:common name|subject alternate name) (\S+) not allowed by this role/.exec(message)?.[1];
+  if (named) {
+    const identifier = req.dnsNames.includes(named) ? { type: 'dns' as const, value: named } : req.ipAddresses.includes(named) ? { type: 'ip' as const, value: named } : undefined;
+    return new RaError('rejectedIdentifier', { detail, ...(identifier ? { subproblems: [{ type: 'rejectedIdentifier', detail: `${named} is not allowed by the CA service's role`, identifier }] } : {}) });
+  }
+  if (/IP Subject Alternative Names are not allowed in this role/.test(message)) {
+    return new RaError('rejectedIdentifier', {
+      detail,
+      subproblems: req.ipAddresses.map((value) => ({ type: 'rejectedIdentifier' as const, detail: `IP addresses are not allowed by the CA service's role`, identifier: { type: 'ip' as const, value } })),
+    });
+  }
+  return undefined;
+}
+
 export class VaultCas implements CertificateAuthorityService {
   readonly type = 'vault';
   readonly idempotent = false;
@@ -157,7 +180,7 @@ export class VaultCas implements CertificateAuthorityService {
     if (res.status >= 400) {
       const message = vaultMessage(res);
       this.log.warn({ status: res.status, role, vault: message, requestId: req.requestId }, 'Vault refused the sign request');
-      throw casAnswerError(SERVICE, 'sign', res.status, message);
+      throw (res.status === 400 ? refusedNames(message, req) : undefined) ?? casAnswerError(SERVICE, 'sign', res.status, message);
     }
     // From here Vault has signed: whatever goes wrong, the call is not repeated (outcome-unknown is final).
     const answer = this.json<{ data?: VaultSignData; warnings?: string[] | null }>(res, 'sign', 'cas-outcome-unknown');
