@@ -4,6 +4,11 @@
 // bounded by a count and a time. Depths alternate within every repeat, and ratios are taken within a
 // repeat before their median is reported. CPU time of every node process per certificate comes from
 // /proc (user + system), which the machine's other load does not inflate as much as wall time.
+// On this machine every process of a chain shares the same cores, so the depth ratio measured is about
+// the inverse of the chain's total CPU per certificate. Deployed, each node runs on a machine of its own
+// and a chain is a pipeline bounded by its busiest process: the bench also reports that bound, 1000 / the
+// largest CPU ms per certificate of any process of the chain (a figure derived from the CPU measured,
+// labelled as such; the target is judged on the measured throughput only).
 
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -66,6 +71,12 @@ async function window(cm: ChainMesh, depth: number, inFlight: number, count: num
   return { depth, inFlight, certs, seconds: round(seconds), perSec: round(certs / seconds, 1), failed, cpuMsPerCert };
 }
 
+/** The busiest process of a chain (CPU ms per certificate) and the pipeline bound it sets (certificates/s). */
+function pipelineBound(cpu: Record<string, number>): { busiest: string; pipelineBoundPerSec: number } {
+  const [busiest, ms] = Object.entries(cpu).reduce((a, b) => (b[1] > a[1] ? b : a), ['', 0]);
+  return { busiest, pipelineBoundPerSec: ms > 0 ? round(1000 / ms, 1) : NaN };
+}
+
 export async function throughput(cm: ChainMesh, o: ThroughputOptions) {
   const started = Date.now();
   const windows: Window[] = [];
@@ -108,10 +119,13 @@ export async function throughput(cm: ChainMesh, o: ThroughputOptions) {
         gatewayCpuMs: cpu.gw,
         relayCpuMsEach: relays.length ? round(relays.reduce((a, [, v]) => a + v, 0) / relays.length, 2) : 0,
         natsCpuMs: round((cpu['nats:hub'] ?? 0) + (cpu['nats:dc-a'] ?? 0), 2),
+        ...pipelineBound(cpu),
       });
     }
   }
   const d4vs1 = o.inFlight.map((c) => ratio(4, 1, c));
+  const boundOf = (d: number, c: number) => rows.find((r) => r.depth === d && r.inFlight === c)?.pipelineBoundPerSec as number | undefined;
+  const boundD4vs1 = Object.fromEntries(o.inFlight.map((c) => [c, round((boundOf(4, c) ?? NaN) / (boundOf(1, c) ?? NaN), 2)]));
   const result = {
     what: 'certificates/s issued through the mesh (builtin CA), envelopes pre-signed at the edge position',
     repeats: repeatsDone,
@@ -122,13 +136,16 @@ export async function throughput(cm: ChainMesh, o: ThroughputOptions) {
       depth4VsDepth1: Object.fromEntries(o.inFlight.map((c, i) => [c, d4vs1[i]])),
       met: d4vs1.every((x) => x >= 0.7),
     },
+    /** Derived, not measured throughput: the chain as a pipeline of one core per process (see the header). */
+    pipelineBound: { what: '1000 / largest CPU ms per certificate of one process of the chain (a process per core)', depth4VsDepth1: boundD4vs1 },
     windows,
     ms: Date.now() - started,
   };
   const text = table(
     `2. Issuance throughput, builtin CA (${repeatsDone} repeats, medians; load ${result.loadavg1.join('/')})`,
-    ['in flight', 'depth', 'certs/s', 'runs', 'vs gw-only', 'vs depth 1', 'gw cpu ms/cert', 'relay cpu ms (each)', 'nats cpu ms'],
-    rows.map((r) => [String(r.inFlight), String(r.depth), r.certsPerSec as number, (r.runs as number[]).join(' '), r.vsGatewayOnly as number, (r.vsDepth1 as number | undefined) ?? '', r.gatewayCpuMs as number, r.relayCpuMsEach as number, r.natsCpuMs as number]),
-  ) + `\ndepth 4 / depth 1: ${o.inFlight.map((c, i) => `${c} in flight ${d4vs1[i]}`).join(', ')}`;
+    ['in flight', 'depth', 'certs/s', 'runs', 'vs gw-only', 'vs depth 1', 'gw cpu ms/cert', 'relay cpu ms (each)', 'nats cpu ms', 'busiest', 'bound/s'],
+    rows.map((r) => [String(r.inFlight), String(r.depth), r.certsPerSec as number, (r.runs as number[]).join(' '), r.vsGatewayOnly as number, (r.vsDepth1 as number | undefined) ?? '', r.gatewayCpuMs as number, r.relayCpuMsEach as number, r.natsCpuMs as number, r.busiest as string, r.pipelineBoundPerSec as number]),
+  ) + `\ndepth 4 / depth 1: ${o.inFlight.map((c, i) => `${c} in flight ${d4vs1[i]}`).join(', ')}` +
+    `\nderived, a core per process (1000 / the busiest process's cpu ms per cert): depth 4 / depth 1 ${o.inFlight.map((c) => `${c} in flight ${boundD4vs1[c]}`).join(', ')}`;
   return { name: 'throughput', result, text };
 }
