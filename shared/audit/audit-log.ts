@@ -1,7 +1,12 @@
 // The gateway's audit log: one JSON line per decision (issued or refused), append-only, each record
 // carrying the SHA-256 of the previous one, so changing, removing or re-ordering any record breaks
 // the chain from there on. The head (last seq and hash) is also kept in a separate file written
-// atomically, so cutting records off the end is detected too. Anchor the head elsewhere (a ticket,
+// atomically, so cutting records off the end is detected too. The head follows the log: it is written
+// after each group of records is appended, and an append resolves once its records are in the log (the
+// head is not on the gateway's answer path). A log that runs ahead of its head, by the records of a
+// crash between the two writes, is intact so long as the head names one of its records; opening the log
+// brings the head up to date. A log behind its head (records cut off) or a head naming a record the log
+// does not hold is broken. The head file is made when the log is started, so a missing one is broken too. Anchor the head elsewhere (a ticket,
 // another system's log) when an attacker with write access to the gateway's disk is in scope: a hash
 // chain alone cannot stop someone who rewrites the whole file and the head.
 
@@ -9,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Topology } from '../config/index.js';
+import { faultPoint } from '../faults/fault-point.js';
 
 export const AUDIT_FILE = 'audit.log';
 
@@ -69,13 +75,16 @@ export class AuditLog {
     const v = await verifyAuditLog(dir);
     if (!v.ok) throw new Error(`audit log ${join(dir, AUDIT_FILE)} is broken at record ${v.badSeq}: ${v.problem}; refusing to append to it`);
     const fh = await open(join(dir, AUDIT_FILE), 'a', 0o600);
-    return new AuditLog(dir, fh, { seq: v.records, hash: v.head });
+    const log = new AuditLog(dir, fh, { seq: v.records, hash: v.head });
+    // A new log gets its head at once (seq 0); one that ran ahead of its head (a crash) is brought level.
+    if (v.headBehind !== 0) await log.writeHead(log.head);
+    return log;
   }
 
   /**
-   * Appends one record; resolves once it is written and the head file names it. Records are chained
-   * in call order; those that arrive while a write is under way go out together in the next one
-   * (one append and one head update for the group).
+   * Appends one record; resolves once it is written to the log (the head file follows right after).
+   * Records are chained in call order; those that arrive while a write is under way go out together
+   * in the next one (one append and one head update for the group).
    */
   append(entry: AuditEntry): Promise<AuditRecord> {
     return new Promise<AuditRecord>((resolve, reject) => {
@@ -98,14 +107,23 @@ export class AuditLog {
     try {
       await this.fh.appendFile(recs.map((r) => JSON.stringify(r) + '\n').join(''));
       this.head = head;
-      const tmp = join(this.dir, `${AUDIT_HEAD_FILE}.tmp`);
-      await writeFile(tmp, JSON.stringify(this.head) + '\n', { mode: 0o600 });
-      await rename(tmp, join(this.dir, AUDIT_HEAD_FILE));
+      // Fault-injection point for crash tests: the records are in the log, the head file is not written yet.
+      faultPoint('audit.after-append');
     } catch (e) {
       for (const g of group) g.reject(e);
       return;
     }
     group.forEach((g, i) => g.resolve(recs[i]!));
+    // Still in the write chain: the next group is appended after this head is written. A failed head
+    // write leaves the head behind the log (intact, see verifyAuditLog); the next group writes it again.
+    await this.writeHead(head).catch(() => undefined);
+  }
+
+  /** Writes the head file atomically (a temporary file renamed over it). */
+  private async writeHead(head: AuditHead): Promise<void> {
+    const tmp = join(this.dir, `${AUDIT_HEAD_FILE}.tmp`);
+    await writeFile(tmp, JSON.stringify(head) + '\n', { mode: 0o600 });
+    await rename(tmp, join(this.dir, AUDIT_HEAD_FILE));
   }
 
   async close(): Promise<void> {
@@ -115,7 +133,8 @@ export class AuditLog {
 }
 
 export type AuditVerification =
-  | { ok: true; records: number; head: string }
+  /** `headBehind`: records of the log after the one its head names (a crash between append and head write); -1: no head file and no records yet. */
+  | { ok: true; records: number; head: string; headBehind: number }
   | { ok: false; records: number; head: string; badSeq: number; problem: string };
 
 /** Recomputes the chain of the log in `dir` and compares its end with the head file. */
@@ -135,6 +154,8 @@ export async function verifyAuditLog(dir: string): Promise<AuditVerification> {
   const lines = text.split('\n').filter((l) => l.length > 0);
   let prev = GENESIS;
   let seq = 0;
+  /** The hash of the record the head names (GENESIS for seq 0), once the walk has passed it. */
+  let atHead: string | undefined = headFile?.seq === 0 ? GENESIS : undefined;
   const fail = (problem: string) => ({ ok: false as const, records: seq, head: prev, badSeq: seq + 1, problem });
   for (const line of lines) {
     let r: AuditRecord;
@@ -149,16 +170,19 @@ export async function verifyAuditLog(dir: string): Promise<AuditVerification> {
     if (recordHash(body) !== hash) return fail('the record does not match its hash (changed)');
     prev = hash;
     seq = r.seq;
+    if (headFile && r.seq === headFile.seq) atHead = hash;
   }
-  if (headFile && (headFile.seq !== seq || headFile.hash !== prev)) {
+  if (headFile && (headFile.seq > seq || atHead !== headFile.hash)) {
     return {
       ok: false,
       records: seq,
       head: prev,
       badSeq: Math.min(seq, headFile.seq) + 1,
-      problem: `the log ends at record ${seq} but its head says ${headFile.seq} (records cut off or the head changed)`,
+      problem: headFile.seq > seq
+        ? `the log ends at record ${seq} but its head says ${headFile.seq} (records cut off or the head changed)`
+        : `the head names record ${headFile.seq} with another hash than the log's (the head or the log changed)`,
     };
   }
   if (!headFile && seq > 0) return { ok: false, records: seq, head: prev, badSeq: 1, problem: 'the head file is missing' };
-  return { ok: true, records: seq, head: prev };
+  return { ok: true, records: seq, head: prev, headBehind: headFile ? seq - headFile.seq : -1 };
 }

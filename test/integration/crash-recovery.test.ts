@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { AUDIT_FILE, auditDir, verifyAuditLog } from '../../shared/audit/audit-log.js';
 import { NodeStore } from '../../shared/store/index.js';
 import { startTestMesh, type TestMesh } from '../harness/mesh.js';
 import { freePort } from '../harness/ports.js';
@@ -74,7 +76,7 @@ describe('integration: the gateway is killed between the CA call and the result'
         { id: 'gw', role: 'gateway', dc: 'core' },
         { id: 'edge-c', role: 'edge', dc: 'dc-a', parent: 'gw' },
       ],
-      ['crash.example.test'],
+      ['crash.example.test', 'audit-crash.example.test'],
       ['gw'],
       'edge-c',
     );
@@ -101,6 +103,33 @@ describe('integration: the gateway is killed between the CA call and the result'
     const records = await caRecords(h.m.topology.storeDir('gw'));
     assert.equal(records.length, 1, 'one certificate at the CA');
     assert.equal(records[0]!.serial.toLowerCase(), serialOf(chain), 'the client got the certificate the CA recorded');
+  });
+
+  test('ok/killed between its audit append and the head write: the restarted gateway opens the log and answers once', async () => {
+    const dir = auditDir(h.m.topology, 'gw');
+    const before = await verifyAuditLog(dir);
+    assert.ok(before.ok && before.headBehind === 0, JSON.stringify(before));
+    const gw1 = await h.m.spawnNode('gw', { RA_MESH_FAULTS: 'audit.after-append=kill' });
+    const o = await ready(h, 'audit-crash.example.test');
+    await finalize(h, o, 'audit-crash.example.test');
+    const died = await gw1.exited;
+    assert.equal(died.signal, 'SIGKILL', gw1.output());
+    assert.match(gw1.output(), /fault point audit\.after-append fired/);
+    // The decision is in the log, its head still names the record before it: intact, one record behind.
+    const crashed = await verifyAuditLog(dir);
+    assert.ok(crashed.ok && crashed.records === before.records + 1 && crashed.headBehind === 1, JSON.stringify(crashed));
+
+    const gw2 = await h.m.spawnNode('gw');
+    const chain = await certificateOf(h, o.url, 60_000);
+    await gw2.kill('SIGTERM');
+    const after = await verifyAuditLog(dir);
+    assert.ok(after.ok && after.headBehind === 0, JSON.stringify(after));
+    const lines = (await readFile(join(dir, AUDIT_FILE), 'utf8')).trimEnd().split('\n').map((l) => JSON.parse(l) as { event: string; identifiers: string[]; serial?: string });
+    const mine = lines.filter((r) => r.identifiers.includes('dns:audit-crash.example.test'));
+    // Recorded before the crash and again when the redelivered envelope was answered (the CA's answer: the same serial).
+    assert.deepEqual([...new Set(mine.map((r) => `${r.event} ${r.serial}`))], [`issued ${serialOf(chain)}`]);
+    const records = (await caRecords(h.m.topology.storeDir('gw'))).filter((r) => r.serial.toLowerCase() === serialOf(chain));
+    assert.equal(records.length, 1, 'one certificate at the CA');
   });
 });
 

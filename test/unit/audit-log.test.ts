@@ -63,6 +63,8 @@ describe('unit: audit log', () => {
     ['fail/two records swapped', (l) => [l[0]!, l[2]!, l[1]!, ...l.slice(3)], 2, /sequence 3 where 2/],
     ['fail/records cut off the end', (l) => l.slice(0, 7), 8, /ends at record 7 but its head says 10/],
     ['fail/the head file removed', (l) => l, 1, /head file is missing/, () => undefined],
+    ['fail/the head names a record with another hash', (l) => l, 8, /head names record 7 with another hash/, () => JSON.stringify({ seq: 7, hash: 'f'.repeat(64) })],
+    ['fail/records cut off and the head rewound to one the log no longer has', (l) => l.slice(0, 3), 4, /ends at record 3 but its head says 5/, (h) => headAt(h, 5)],
     ['fail/a line that is not JSON', (l) => l.map((x, i) => (i === 2 ? x.slice(0, 20) : x)), 3, /not a JSON record/],
   ];
   for (const [name, edit, badSeq, problem, editHead] of tampering) {
@@ -74,11 +76,45 @@ describe('unit: audit log', () => {
     });
   }
 
+  test('ok/a log ahead of its head (the gateway died between an append and the head write) is intact; opening it brings the head level', async () => {
+    // The head as it was three records ago: what a kill -9 right after an append of three leaves.
+    const rec7 = JSON.parse(pristine.trimEnd().split('\n')[6]!) as { hash: string };
+    const v = await withLines((l) => l, () => JSON.stringify({ seq: 7, hash: rec7.hash }));
+    assert.equal(v.ok, true);
+    assert.ok(v.ok && v.headBehind === 3 && v.records === 10, JSON.stringify(v));
+    const log = await AuditLog.open(dir);
+    assert.deepEqual(JSON.parse(await readFile(join(dir, AUDIT_HEAD_FILE), 'utf8')), { seq: 10, hash: v.head });
+    const r = await log.append(entry(11));
+    await log.close();
+    assert.equal(r.seq, 11);
+    const again = await verifyAuditLog(dir);
+    assert.ok(again.ok && again.records === 11 && again.headBehind === 0, JSON.stringify(again));
+  });
+
+  test('ok/a new log has its head file at once, so a log whose head is removed later is broken', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'ra-mesh-audit-new-'));
+    try {
+      const log = await AuditLog.open(d);
+      assert.deepEqual(JSON.parse(await readFile(join(d, AUDIT_HEAD_FILE), 'utf8')), { seq: 0, hash: '0'.repeat(64) });
+      await log.append(entry(1));
+      await log.close();
+      const v = await verifyAuditLog(d);
+      assert.ok(v.ok && v.records === 1 && v.headBehind === 0, JSON.stringify(v));
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
   test('fail/the gateway refuses to append to a broken log', async () => {
     await withLines((l) => l.filter((_, i) => i !== 3));
     await assert.rejects(AuditLog.open(dir), /broken at record 4/);
   });
 });
+
+/** A head naming record `seq` of the pristine log, as the head file held it then. */
+function headAt(h: string, seq: number): string {
+  return JSON.stringify({ ...(JSON.parse(h) as object), seq });
+}
 
 /** Recomputes a record's own hash after an edit (what a careless forger would do). */
 function rehash(line: string): string {
