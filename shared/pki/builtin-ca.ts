@@ -280,9 +280,8 @@ export class BuiltinCa {
     );
     let signature: Buffer;
     try {
-      signature = await new Promise<Buffer>((resolve, reject) =>
-        cryptoSign(this.#intermediateKey.digest, tbs, { key: this.#intermediateKey.keyObject, dsaEncoding: 'der' }, (err, sig) => (err ? reject(err) : resolve(sig))),
-      );
+      // Synchronous (~0.06 ms for P-256): the callback form's thread-pool round trip cost more than the signature.
+      signature = cryptoSign(this.#intermediateKey.digest, tbs, { key: this.#intermediateKey.keyObject, dsaEncoding: 'der' });
     } catch (e) {
       throw new RaError('serverInternal', { detail: 'the builtin CA could not sign the certificate', cause: e });
     }
