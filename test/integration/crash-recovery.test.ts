@@ -68,6 +68,17 @@ async function certificateOf(h: Harness, url: string, timeoutMs: number): Promis
   return cert.body;
 }
 
+/** Starts the gateway with `fault` armed, finalizes an order for `name` and waits for the gateway to die there. */
+async function orderKillingGateway(h: Harness, fault: string, name: string): Promise<Awaited<ReturnType<typeof ready>>> {
+  const gw = await h.m.spawnNode('gw', { RA_MESH_FAULTS: `${fault}=kill` });
+  const o = await ready(h, name);
+  await finalize(h, o, name);
+  const died = await gw.exited;
+  assert.equal(died.signal, 'SIGKILL', gw.output());
+  assert.ok(gw.output().includes(`fault point ${fault} fired`), gw.output());
+  return o;
+}
+
 describe('integration: the gateway is killed between the CA call and the result', { timeout: 120_000 }, () => {
   let h: Harness;
   before(async () => {
@@ -87,12 +98,7 @@ describe('integration: the gateway is killed between the CA call and the result'
   });
 
   test('ok/the restarted gateway answers the redelivered envelope with the one certificate the CA signed', async () => {
-    const gw1 = await h.m.spawnNode('gw', { RA_MESH_FAULTS: 'gateway.after-cas=kill' });
-    const o = await ready(h, 'crash.example.test');
-    await finalize(h, o, 'crash.example.test');
-    const died = await gw1.exited;
-    assert.equal(died.signal, 'SIGKILL', gw1.output());
-    assert.match(gw1.output(), /fault point gateway\.after-cas fired/);
+    const o = await orderKillingGateway(h, 'gateway.after-cas', 'crash.example.test');
     // The CA signed once and recorded it; the gateway stored and sent nothing.
     const signed = await caRecords(h.m.topology.storeDir('gw'));
     assert.equal(signed.length, 1);
@@ -109,12 +115,7 @@ describe('integration: the gateway is killed between the CA call and the result'
     const dir = auditDir(h.m.topology, 'gw');
     const before = await verifyAuditLog(dir);
     assert.ok(before.ok && before.headBehind === 0, JSON.stringify(before));
-    const gw1 = await h.m.spawnNode('gw', { RA_MESH_FAULTS: 'audit.after-append=kill' });
-    const o = await ready(h, 'audit-crash.example.test');
-    await finalize(h, o, 'audit-crash.example.test');
-    const died = await gw1.exited;
-    assert.equal(died.signal, 'SIGKILL', gw1.output());
-    assert.match(gw1.output(), /fault point audit\.after-append fired/);
+    const o = await orderKillingGateway(h, 'audit.after-append', 'audit-crash.example.test');
     // The decision is in the log, its head still names the record before it: intact, one record behind.
     const crashed = await verifyAuditLog(dir);
     assert.ok(crashed.ok && crashed.records === before.records + 1 && crashed.headBehind === 1, JSON.stringify(crashed));
