@@ -1,14 +1,15 @@
 // The gateway's audit log: one JSON line per decision (issued or refused), append-only, each record
 // carrying the SHA-256 of the previous one, so changing, removing or re-ordering any record breaks
 // the chain from there on. The head (last seq and hash) is also kept in a separate file written
-// atomically, so cutting records off the end is detected too. The head follows the log: it is written
-// after each group of records is appended, and an append resolves once its records are in the log (the
-// head is not on the gateway's answer path). A log that runs ahead of its head, by the records of a
-// crash between the two writes, is intact so long as the head names one of its records; opening the log
-// brings the head up to date. A log behind its head (records cut off) or a head naming a record the log
-// does not hold is broken. The head file is made when the log is started, so a missing one is broken too. Anchor the head elsewhere (a ticket,
-// another system's log) when an attacker with write access to the gateway's disk is in scope: a hash
-// chain alone cannot stop someone who rewrites the whole file and the head.
+// atomically, so cutting records off the end is detected too.
+// The head follows the log: it is written after each group of records is appended, and an append
+// resolves once its records are in the log (the head is not on the gateway's answer path). A log that
+// runs ahead of its head, by the records of a crash between the two writes, is intact so long as the
+// head names one of its records; opening the log brings the head up to date. A log behind its head
+// (records cut off), or a head naming a record the log does not hold, is broken. The head file is made
+// when the log is started, so a missing one is broken too.
+// Anchor the head elsewhere (a ticket, another system's log) when an attacker with write access to the
+// gateway's disk is in scope: a hash chain alone cannot stop someone who rewrites the whole file and the head.
 
 import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises';

@@ -89,7 +89,7 @@ export function vaultColonSerial(serial: string): string {
  * role", "IP Subject Alternative Names are not allowed in this role, ..."): RFC 8555 §6.7
  * rejectedIdentifier, with a subproblem for the name when Vault names one of the request's.
  */
-function refusedNames(message: string | undefined, req: { dnsNames: string[]; ipAddresses: string[] }): RaError | undefined {
+export function vaultNameRefusal(message: string | undefined, req: { dnsNames: string[]; ipAddresses: string[] }): RaError | undefined {
   if (!message) return undefined;
   const detail = `the CA service (${SERVICE}) refused the name by its role: ${message.slice(0, 300)}`;
   const named = /(?:common name|subject alternate name) (\S+) not allowed by this role/.exec(message)?.[1];
@@ -180,7 +180,7 @@ export class VaultCas implements CertificateAuthorityService {
     if (res.status >= 400) {
       const message = vaultMessage(res);
       this.log.warn({ status: res.status, role, vault: message, requestId: req.requestId }, 'Vault refused the sign request');
-      throw (res.status === 400 ? refusedNames(message, req) : undefined) ?? casAnswerError(SERVICE, 'sign', res.status, message);
+      throw (res.status === 400 ? vaultNameRefusal(message, req) : undefined) ?? casAnswerError(SERVICE, 'sign', res.status, message);
     }
     // From here Vault has signed: whatever goes wrong, the call is not repeated (outcome-unknown is final).
     const answer = this.json<{ data?: VaultSignData; warnings?: string[] | null }>(res, 'sign', 'cas-outcome-unknown');
