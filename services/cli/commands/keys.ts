@@ -55,7 +55,8 @@ export async function keysCommand(args: string[]): Promise<number> {
     case 'init': {
       const ids = nodes.length ? nodes : topology.nodes.map((n) => n.id);
       for (const id of ids) {
-        const key = await loadOrCreateNodeKey(dir, id, values.alg ? alg : undefined);
+        // Without --alg an existing key keeps its alg and a new one gets the topology's (nodeKeyAlg).
+        const key = await loadOrCreateNodeKey(dir, id, values.alg ? alg : undefined, alg);
         process.stdout.write(`${id}  ${key.alg}  ${await calculateJwkThumbprint(key.publicJwk)}\n`);
       }
       await ensureBusCredentials(topology);
