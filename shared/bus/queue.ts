@@ -80,6 +80,9 @@ export interface LinkState {
 const NS = 1_000_000;
 /** Most envelopes whose stored copy resend() remembers (the oldest is forgotten first). */
 const MAX_REMEMBERED = 50_000;
+/** Most stream sequences read back at start (the newest ones) and how many reads are in flight at once. */
+const RECOVER_MAX_SEQS = 4 * MAX_REMEMBERED;
+const RECOVER_PARALLEL = 32;
 /** JetStream's dedupe header (nats.js does not export its name). */
 const MSG_ID_HEADER = 'Nats-Msg-Id';
 /** JetStream's "no message found" (JSNoMessageFoundErr). */
@@ -138,6 +141,10 @@ export class EnvelopeQueue {
   private jsm?: Promise<JetStreamManager>;
   /** The copy of each envelope last stored in this node's outbound stream: its sequence, Nats-Msg-Id, and since when the envelope waits there. */
   private readonly stored = new Map<string, StoredCopy>();
+  /** Reading back the copies a previous run of this node left in its outbound stream (see recover()). */
+  private recovering?: Promise<void>;
+  /** Envelopes answered while recover() runs: what it reads of them is stale. */
+  private readonly forgotten = new Set<string>();
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -185,8 +192,73 @@ export class EnvelopeQueue {
         max_age: q.o.maxAgeMs * NS,
         duplicate_window: q.o.duplicateWindowMs * NS,
       });
+      q.recovering = q.recover().finally(() => {
+        q.recovering = undefined;
+        q.forgotten.clear();
+      });
     }
     return q;
+  }
+
+  /**
+   * Rebuilds the map of stored copies from the outbound stream, in the background: after a restart
+   * the envelopes a previous run stored still wait there (an uplink down for hours), and without
+   * knowing their copies a retransmit would store a second copy of each (and a relay forward a new
+   * copy next to the old one), doubling the backlog upstream works through when the link returns.
+   * Reads the newest RECOVER_MAX_SEQS sequences with MSG.GET (a work-queue stream takes no second
+   * consumer), RECOVER_PARALLEL at a time. Resends wait for it; first copies do not (nothing to replace).
+   * If the stream cannot be read the map stays as it is and a retransmit may add one copy (logged).
+   */
+  private async recover(): Promise<void> {
+    const started = Date.now();
+    const name = outStream(this.nodeId);
+    try {
+      const jsm = await this.manager();
+      const { state } = await jsm.streams.info(name);
+      if (state.messages === 0) return;
+      const first = Math.max(state.first_seq, state.last_seq - RECOVER_MAX_SEQS + 1);
+      const found = new Map<string, StoredCopy>();
+      let next = first;
+      const worker = async () => {
+        while (next <= state.last_seq) {
+          const seq = next++;
+          let m;
+          try {
+            m = await jsm.streams.getMessage(name, { seq });
+          } catch (e) {
+            // Gone since (delivered upstream, or a copy replaced): nothing waits under that sequence.
+            if ((e as { api_error?: { err_code?: number } }).api_error?.err_code === NO_MESSAGE_FOUND) continue;
+            throw e;
+          }
+          const envelopeId = m.header.get(ENVELOPE_ID_HEADER);
+          const msgId = m.header.get(MSG_ID_HEADER);
+          if (!envelopeId || !msgId) continue;
+          const storedAt = m.time.getTime();
+          const claimed = Number(m.header.get(QUEUED_SINCE_HEADER) || NaN);
+          const since = Number.isFinite(claimed) && claimed < storedAt ? claimed : storedAt;
+          const had = found.get(envelopeId);
+          // The newest copy is the one a retransmit compares with; the envelope waits since its oldest.
+          if (!had || had.seq < seq) found.set(envelopeId, { seq, msgId, since: Math.min(since, had?.since ?? since) });
+          else had.since = Math.min(had.since, since);
+        }
+      };
+      await Promise.all(Array.from({ length: RECOVER_PARALLEL }, worker));
+      let recovered = 0;
+      for (const [envelopeId, copy] of [...found].sort((a, b) => a[1].seq - b[1].seq)) {
+        // Stored or answered during the scan: this run knows better.
+        if (this.stored.has(envelopeId) || this.forgotten.has(envelopeId)) continue;
+        this.remember(envelopeId, copy);
+        recovered += 1;
+      }
+      this.log.info({ stream: name, messages: state.messages, recovered, ms: Date.now() - started }, 'copies waiting in the outbound stream read back');
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message, stream: name }, 'could not read back the copies waiting in the outbound stream; a retransmit may store a second copy');
+    }
+  }
+
+  /** Resolves once the copies of a previous run are known (at once when there is nothing to read back). */
+  async recovered(): Promise<void> {
+    await this.recovering;
   }
 
   /**
@@ -198,6 +270,8 @@ export class EnvelopeQueue {
   async send(jws: string, envelopeId: string, msgId: string = envelopeId): Promise<{ duplicate: boolean }> {
     const parent = this.topology.node(this.nodeId).parent;
     if (!parent) throw new Error(`node ${this.nodeId} has no parent to send to`);
+    // A later copy may replace one a previous run of this node stored: know those first.
+    if (msgId !== envelopeId && this.recovering) await this.recovering;
     const before = this.stored.get(envelopeId);
     let since: number | undefined;
     if (before && before.msgId !== msgId) {
@@ -229,6 +303,7 @@ export class EnvelopeQueue {
    * the result it stored).
    */
   async resend(jws: string, envelopeId: string, attempt: number): Promise<'waiting' | 'sent'> {
+    if (this.recovering) await this.recovering;
     const last = this.stored.get(envelopeId);
     if (last) {
       const jsm = await this.manager();
@@ -257,6 +332,7 @@ export class EnvelopeQueue {
   /** The envelope is answered: resend() need not know its copy any more. */
   forget(envelopeId: string): void {
     this.stored.delete(envelopeId);
+    if (this.recovering) this.forgotten.add(envelopeId);
   }
 
   private remember(envelopeId: string, copy: StoredCopy): void {

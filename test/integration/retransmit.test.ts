@@ -150,3 +150,90 @@ describe('integration: copies waiting in streams are not piled up', { timeout: 9
     }
   });
 });
+
+describe('integration: copies waiting in streams are known again after a restart', { timeout: 90_000 }, () => {
+  let m: TestMesh;
+  let d: EdgeDriver;
+  let relayConn: NatsConnection;
+  let relayQueue: EnvelopeQueue;
+  const conns: NatsConnection[] = [];
+  const procs: NodeProcess[] = [];
+  /** The edge's queue as a restarted edge opens it: a new connection, nothing remembered. */
+  const restartedEdgeQueue = async () => {
+    const nc = await connect({ servers: m.topology.natsUrl('edge-a'), ...(await nodeConnectOptions(m.topology, 'edge-a')) });
+    conns.push(nc);
+    const q = await EnvelopeQueue.open(nc, m.topology, 'edge-a', { log: silent });
+    await q.recovered();
+    return q;
+  };
+  const waitingCopy = async (nc: NatsConnection, node: string, parent: string) =>
+    (await nc.jetstreamManager()).streams.getMessage(outStream(node), { last_by_subj: upSubject(parent, node) });
+  before(async () => {
+    m = await startTestMesh({ nodes: NODES, external: ['edge-a', 'relay-1', 'gw'] });
+    d = await EdgeDriver.open(m, 'edge-a');
+    relayConn = await connect({ servers: m.topology.natsUrl('relay-1'), ...(await nodeConnectOptions(m.topology, 'relay-1')) });
+    relayQueue = await EnvelopeQueue.open(relayConn, m.topology, 'relay-1', { log: silent });
+  });
+  after(async () => {
+    for (const p of procs) await p.kill();
+    for (const c of conns) await c.close();
+    await relayConn?.close();
+    await d?.close();
+    await m?.stop();
+  });
+
+  test('ok/a restarted edge finds its waiting copies: a retransmit sends nothing, a re-signed copy replaces the old one', async () => {
+    const waiting = await Promise.all(['r1.example.test', 'r2.example.test', 'r3.example.test'].map((n) => d.issueEnvelope([n])));
+    for (const e of waiting) await d.send(e.id, e.jws);
+    const firstStoredAt = (await waitingCopy(d.nc, 'edge-a', 'relay-1')).time.getTime();
+    assert.equal(await d.queue.depth(), 3);
+
+    const q = await restartedEdgeQueue();
+    // Before the fix a restarted edge knew no copy and stored a second one of each.
+    for (const e of waiting) assert.equal(await q.resend(e.jws, e.id, 2), 'waiting', e.id);
+    assert.equal(await q.depth(), 3, 'no copy added');
+    const jws2 = await resigned(d, waiting[2]!.jws);
+    assert.equal(await q.resend(jws2, waiting[2]!.id, 3), 'sent');
+    assert.equal(await q.depth(), 3, 'the older copy was removed');
+    const copy = await waitingCopy(d.nc, 'edge-a', 'relay-1');
+    assert.equal(copy.header.get('Nats-Msg-Id'), `${waiting[2]!.id}~3`);
+    const since = Number(copy.header.get(QUEUED_SINCE_HEADER));
+    assert.ok(since > 0 && since <= copy.time.getTime() && since >= firstStoredAt - 1_000, `waits since ${since} (first copy stored at ${firstStoredAt})`);
+  });
+
+  test('ok/a relay killed while holding a copy forwards the edge\'s next copy in its place; one certificate', async () => {
+    // The copies of the first test go along (and are answered once the gateway starts).
+    const { id, jws } = await d.issueEnvelope(['relay-restart.example.test']);
+    await d.send(id, jws);
+    let relay = await m.spawnNode('relay-1');
+    procs.push(relay);
+    await waitFor('the relay took the copies', async () => (await d.queue.depth()) === 0);
+    const held = await relayQueue.depth();
+    assert.ok(held >= 1, `the relay holds ${held}`);
+    await relay.kill('SIGKILL');
+    relay = await m.spawnNode('relay-1');
+    procs.push(relay);
+    // No answer came: the edge retransmits a new copy; the restarted relay replaces the one it holds.
+    const jws2 = await resigned(d, jws);
+    assert.equal(await d.queue.resend(jws2, id, 2), 'sent');
+    await waitFor('the relay took the new copy', async () => (await d.queue.depth()) === 0);
+    await waitFor('the relay forwarded it', async () => (await waitingCopy(relayConn, 'relay-1', 'gw')).header.get('Nats-Msg-Id') === `${id}~2`);
+    assert.equal(await relayQueue.depth(), held, 'one copy per envelope waits at the relay');
+
+    const gw = await m.spawnNode('gw');
+    procs.push(gw);
+    const [result] = await d.waitResults(id, 1);
+    assert.equal(result!.status, 'valid');
+    await waitFor('the relay stream is drained', async () => (await relayQueue.depth()) === 0);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(d.results.get(id)!.length, 1, 'one answer');
+    await gw.kill();
+    const db = await NodeStore.open(m.topology.storeDir('gw'));
+    try {
+      const records = (await db.collection<{ requestId: string }>('cas-builtin-issued').values()).filter((r) => r.requestId === id);
+      assert.equal(records.length, 1, 'one certificate at the CA');
+    } finally {
+      await db.close();
+    }
+  });
+});
