@@ -148,6 +148,9 @@ export const acmeSchema = z
     finalizeWait: duration
       .default('2s')
       .describe('how long finalize holds its answer for the certificate (then "valid" at once) before answering "processing" with Retry-After; 0s answers at once'),
+    challengeWait: duration
+      .default('2s')
+      .describe('how long a challenge response holds its answer for the validation (then "valid" or "invalid" at once) before answering "processing" with Retry-After; 0s answers at once'),
     revokeWait: duration
       .default('5s')
       .describe('how long revokeCert waits for the CA answer before replying serverInternal (the revocation still completes)'),

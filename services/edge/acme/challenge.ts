@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { parseDuration } from '../../../shared/config/index.js';
 import { RaError, toRaError } from '../../../shared/errors/index.js';
 import type { AcmeContext } from './context.js';
 import { authzUrl } from './context.js';
@@ -53,6 +54,7 @@ export function registerChallenge(app: FastifyInstance, ctx: AcmeContext): void 
   app.post(`${ctx.paths.challenge}:id`, async (req, reply) => {
     const { id } = req.params as { id: string };
     const r = await verifyAcmeRequest<Record<string, unknown>>(ctx, req, { key: 'kid' });
+    let validation: Promise<void> | undefined;
     const result = await ctx.locks.run(`authz-chall:${id}`, async () => {
       const ch = await ctx.store.challenges.get(id);
       if (!ch) throw new RaError('notFound', { detail: 'no such challenge' });
@@ -67,16 +69,32 @@ export function registerChallenge(app: FastifyInstance, ctx: AcmeContext): void 
         }
         ch.status = 'processing';
         await ctx.store.challenges.put(ch.id, ch);
-        // Validation runs after the response (RFC 8555 §7.5.1: the client polls the authz).
-        setImmediate(() => {
-          validate(ctx, ch, r.thumbprint).catch((e) => ctx.log.error({ err: e, challenge: ch.id }, 'validation crashed'));
-        });
+        // Validation runs on its own, outside this lock; it records its outcome in challenge and authz.
+        validation = new Promise<void>((resolve) =>
+          setImmediate(() => {
+            validate(ctx, ch, r.thumbprint)
+              .catch((e) => ctx.log.error({ err: e, challenge: ch.id }, 'validation crashed'))
+              .finally(resolve);
+          }),
+        );
       }
       return ch;
     });
+    // RFC 8555 §7.5.1: the response is the challenge as it stands; the client polls the authorization
+    // while it is "processing". Validating inside the segment takes milliseconds, so the answer is held
+    // up to acme.challengeWait for the outcome (as step-ca validates within the request): a client that
+    // reads the status skips a poll. A slow validation goes on after the answer ("processing").
+    let now = result;
+    const wait = parseDuration(ctx.acme.challengeWait);
+    if (validation && wait > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([validation, new Promise<void>((res) => (timer = setTimeout(res, wait)))]);
+      clearTimeout(timer);
+      now = (await ctx.store.challenges.get(id)) ?? result;
+    }
     // RFC 8555 §7.5.1: Link rel="up" points at the authorization.
-    reply.header('Link', `<${authzUrl(ctx, result.authzId)}>;rel="up"`);
-    if (result.status === 'processing') reply.header('Retry-After', '1');
-    return reply.code(200).send(challengeView(ctx, result));
+    reply.header('Link', `<${authzUrl(ctx, now.authzId)}>;rel="up"`);
+    if (now.status === 'processing') reply.header('Retry-After', '1');
+    return reply.code(200).send(challengeView(ctx, now));
   });
 }
