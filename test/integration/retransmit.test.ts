@@ -39,6 +39,28 @@ async function resigned(d: EdgeDriver, jws: string): Promise<string> {
   return signEdgeEnvelope({ ...p, nonce: `${p.nonce}x` }, d.key);
 }
 
+/**
+ * Starts the gateway (a process) and checks that the envelope `id` gets one valid answer, the relay's
+ * stream drains, and the CA issued one certificate for it (its store read after the gateway is stopped).
+ */
+async function gatewayAnswersOnce(m: TestMesh, d: EdgeDriver, relayQueue: EnvelopeQueue, procs: NodeProcess[], id: string): Promise<void> {
+  const gw = await m.spawnNode('gw');
+  procs.push(gw);
+  const [result] = await d.waitResults(id, 1);
+  assert.equal(result!.status, 'valid');
+  await waitFor('the relay stream is drained', async () => (await relayQueue.depth()) === 0);
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(d.results.get(id)!.length, 1, 'one answer');
+  await gw.kill();
+  const db = await NodeStore.open(m.topology.storeDir('gw'));
+  try {
+    const records = (await db.collection<{ requestId: string }>('cas-builtin-issued').values()).filter((r) => r.requestId === id);
+    assert.equal(records.length, 1, 'one certificate at the CA');
+  } finally {
+    await db.close();
+  }
+}
+
 describe('integration: a result lost on its way down', { timeout: 60_000 }, () => {
   let m: TestMesh;
   let d: EdgeDriver;
@@ -133,21 +155,7 @@ describe('integration: copies waiting in streams are not piled up', { timeout: 9
     const since = Number(waiting.header.get(QUEUED_SINCE_HEADER));
     assert.ok(since > 0 && since <= firstSeenAt, `queued since ${since}, first copy seen at ${firstSeenAt}`);
 
-    const gw = await m.spawnNode('gw');
-    procs.push(gw);
-    const [result] = await d.waitResults(id, 1);
-    assert.equal(result!.status, 'valid');
-    await waitFor('the relay stream is drained', async () => (await relayQueue.depth()) === 0);
-    await new Promise((r) => setTimeout(r, 500));
-    assert.equal(d.results.get(id)!.length, 1, 'one answer');
-    await gw.kill();
-    const db = await NodeStore.open(m.topology.storeDir('gw'));
-    try {
-      const records = (await db.collection<{ requestId: string }>('cas-builtin-issued').values()).filter((r) => r.requestId === id);
-      assert.equal(records.length, 1, 'one certificate at the CA');
-    } finally {
-      await db.close();
-    }
+    await gatewayAnswersOnce(m, d, relayQueue, procs, id);
   });
 });
 
@@ -220,20 +228,6 @@ describe('integration: copies waiting in streams are known again after a restart
     await waitFor('the relay forwarded it', async () => (await waitingCopy(relayConn, 'relay-1', 'gw')).header.get('Nats-Msg-Id') === `${id}~2`);
     assert.equal(await relayQueue.depth(), held, 'one copy per envelope waits at the relay');
 
-    const gw = await m.spawnNode('gw');
-    procs.push(gw);
-    const [result] = await d.waitResults(id, 1);
-    assert.equal(result!.status, 'valid');
-    await waitFor('the relay stream is drained', async () => (await relayQueue.depth()) === 0);
-    await new Promise((r) => setTimeout(r, 500));
-    assert.equal(d.results.get(id)!.length, 1, 'one answer');
-    await gw.kill();
-    const db = await NodeStore.open(m.topology.storeDir('gw'));
-    try {
-      const records = (await db.collection<{ requestId: string }>('cas-builtin-issued').values()).filter((r) => r.requestId === id);
-      assert.equal(records.length, 1, 'one certificate at the CA');
-    } finally {
-      await db.close();
-    }
+    await gatewayAnswersOnce(m, d, relayQueue, procs, id);
   });
 });
