@@ -39,6 +39,13 @@ async function resigned(d: EdgeDriver, jws: string): Promise<string> {
   return signEdgeEnvelope({ ...p, nonce: `${p.nonce}x` }, d.key);
 }
 
+/** A connection with `node`'s own credentials on its own server. */
+const nodeConn = async (m: TestMesh, node: string) => connect({ servers: m.topology.natsUrl(node), ...(await nodeConnectOptions(m.topology, node)) });
+
+/** The copy last stored in `node`'s outbound stream (to its parent). */
+const waitingCopy = async (nc: NatsConnection, node: string, parent: string) =>
+  (await nc.jetstreamManager()).streams.getMessage(outStream(node), { last_by_subj: upSubject(parent, node) });
+
 /**
  * Starts the gateway (a process) and checks that the envelope `id` gets one valid answer, the relay's
  * stream drains, and the CA issued one certificate for it (its store read after the gateway is stopped).
@@ -116,7 +123,7 @@ describe('integration: copies waiting in streams are not piled up', { timeout: 9
     });
     d = await EdgeDriver.open(m, 'edge-a');
     // The relay's outbound stream, read with the relay's credentials.
-    relayConn = await connect({ servers: m.topology.natsUrl('relay-1'), ...(await nodeConnectOptions(m.topology, 'relay-1')) });
+    relayConn = await nodeConn(m, 'relay-1');
     relayQueue = await EnvelopeQueue.open(relayConn, m.topology, 'relay-1', { log: silent });
   });
   after(async () => {
@@ -149,8 +156,7 @@ describe('integration: copies waiting in streams are not piled up', { timeout: 9
     await waitFor('the relay took the second copy', async () => (await d.queue.depth()) === 0);
     assert.equal(await relayQueue.depth(), 1, 'one copy waits at the relay');
     // The copy that took the older one's place says since when the envelope waits there (queue-wait metric).
-    const jsm = await relayConn.jetstreamManager();
-    const waiting = await jsm.streams.getMessage(outStream('relay-1'), { last_by_subj: upSubject('gw', 'relay-1') });
+    const waiting = await waitingCopy(relayConn, 'relay-1', 'gw');
     assert.equal(waiting.header.get('Nats-Msg-Id'), `${id}~4`);
     const since = Number(waiting.header.get(QUEUED_SINCE_HEADER));
     assert.ok(since > 0 && since <= firstSeenAt, `queued since ${since}, first copy seen at ${firstSeenAt}`);
@@ -168,18 +174,16 @@ describe('integration: copies waiting in streams are known again after a restart
   const procs: NodeProcess[] = [];
   /** The edge's queue as a restarted edge opens it: a new connection, nothing remembered. */
   const restartedEdgeQueue = async () => {
-    const nc = await connect({ servers: m.topology.natsUrl('edge-a'), ...(await nodeConnectOptions(m.topology, 'edge-a')) });
+    const nc = await nodeConn(m, 'edge-a');
     conns.push(nc);
     const q = await EnvelopeQueue.open(nc, m.topology, 'edge-a', { log: silent });
     await q.recovered();
     return q;
   };
-  const waitingCopy = async (nc: NatsConnection, node: string, parent: string) =>
-    (await nc.jetstreamManager()).streams.getMessage(outStream(node), { last_by_subj: upSubject(parent, node) });
   before(async () => {
     m = await startTestMesh({ nodes: NODES, external: ['edge-a', 'relay-1', 'gw'] });
     d = await EdgeDriver.open(m, 'edge-a');
-    relayConn = await connect({ servers: m.topology.natsUrl('relay-1'), ...(await nodeConnectOptions(m.topology, 'relay-1')) });
+    relayConn = await nodeConn(m, 'relay-1');
     relayQueue = await EnvelopeQueue.open(relayConn, m.topology, 'relay-1', { log: silent });
   });
   after(async () => {
