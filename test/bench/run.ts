@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { freePort } from '../harness/ports.js';
 import { acmeEdge } from './acme-edge.js';
 import { cryptoBench } from './crypto.js';
-import { DC, relayOf, startChainMesh, type ChainMesh } from './lib/chain-mesh.js';
+import { DC, relayOf, startChainMesh, warmUpChains, type ChainMesh } from './lib/chain-mesh.js';
 import { startCaddy, startChallDns, startPebble, runClientHere, selfSignedTls, type AcmePeer, type Proc } from './lib/peers.js';
 import { round, table, writeJson } from './lib/stats.js';
 import { memory } from './memory.js';
@@ -39,6 +39,8 @@ const S = (n: number, min = 1) => Math.max(min, Math.round(n * scale));
 process.env.RA_MESH_LOG_LEVEL ??= 'error';
 
 const DEPTHS = [0, 1, 2, 4, 8];
+/** Envelopes sent through every chain before anything is measured (BENCH_WARMUP; 0: none). */
+const warmUpCount = S(Number(process.env.BENCH_WARMUP ?? 400), 0);
 const ACME_EDGE = 'acme-edge';
 const started = Date.now();
 const log = (s: string) => process.stdout.write(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] ${s}\n`);
@@ -80,6 +82,12 @@ try {
   stops.unshift(() => cm.stop());
   for (const [, d] of cm.drivers) await d.warmUp();
   log(`mesh up, every chain answered (${cm.procs.size} node processes)`);
+  if (warmUpCount > 0) {
+    // The node processes have just started: their code is still unoptimised (V8 tiers a function up
+    // after enough calls), and what is measured is a node that has been running. Bounded in count and time.
+    const w = await warmUpChains(cm, { perChain: warmUpCount, inFlight: 16, maxMs: 60_000 });
+    log(`warm-up: ${w.sent} envelopes through the chains in ${round(w.ms / 1000, 1)} s (${w.failed} failed)`);
+  }
 
   if (selected.has('relay')) {
     log('1. relay overhead');

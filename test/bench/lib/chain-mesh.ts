@@ -318,3 +318,31 @@ export async function spawnNode(topologyFile: string, id: string, opts: { nodeAr
   }
   return proc;
 }
+
+/**
+ * Sends `perChain` envelopes through every chain, `inFlight` at a time per chain, one chain after the
+ * other, then waits 2 s for the machine to go quiet. Stops at `maxMs` whatever is left.
+ */
+export async function warmUpChains(cm: ChainMesh, o: { perChain: number; inFlight: number; maxMs: number }): Promise<{ sent: number; failed: number; ms: number }> {
+  const t0 = Date.now();
+  const deadline = t0 + o.maxMs;
+  let sent = 0;
+  let failed = 0;
+  for (const [, drv] of cm.drivers) {
+    let left = o.perChain;
+    await Promise.all(
+      Array.from({ length: o.inFlight }, async () => {
+        while (left > 0 && Date.now() < deadline) {
+          left -= 1;
+          sent += 1;
+          await drv.roundTrip(30_000).catch(() => {
+            failed += 1;
+          });
+        }
+      }),
+    );
+  }
+  await new Promise((r) => setTimeout(r, 2_000));
+  return { sent, failed, ms: Date.now() - t0 };
+}
+
