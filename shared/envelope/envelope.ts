@@ -302,14 +302,32 @@ export function contentDigest(p: AnyEdgePayload): string {
   return createHash('sha256').update(canonicalJson(content), 'utf8').digest('base64url');
 }
 
+/**
+ * JSON with object keys sorted and undefined members left out (arrays as they are). Digests of this
+ * form are stored (the gateway's idempotency records): the output must never change for the same data.
+ * Written with loops rather than map/filter/join: it runs for every envelope at every hop.
+ */
 function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
-  if (v && typeof v === 'object') {
-    return `{${Object.keys(v)
-      .sort()
-      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
-      .map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`)
-      .join(',')}}`;
+  if (v === null || typeof v !== 'object') return JSON.stringify(v);
+  if (Array.isArray(v)) {
+    let out = '[';
+    for (let i = 0; i < v.length; i++) {
+      if (i > 0) out += ',';
+      // As Array.prototype.join: an undefined element is written as nothing.
+      out += v[i] === undefined ? '' : canonicalJson(v[i]);
+    }
+    return `${out}]`;
   }
-  return JSON.stringify(v);
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o).sort();
+  let out = '{';
+  let first = true;
+  for (const k of keys) {
+    const x = o[k];
+    if (x === undefined) continue;
+    if (!first) out += ',';
+    first = false;
+    out += `${JSON.stringify(k)}:${canonicalJson(x)}`;
+  }
+  return `${out}}`;
 }

@@ -577,3 +577,43 @@ for (const [name, reason, run] of resultFail) test(name, () => rejectsWith(run()
 test('fail/signResult refuses a gateway.node that is not the signer', async () => {
   await assert.rejects(signResult(resultFor('edge-a'), k['relay-1']!), (e: unknown) => e instanceof RaError && e.type === 'serverInternal');
 });
+
+// The content digest is stored (the gateway's idempotency records, the replay guard): the same data
+// must give the same digest in every version. These vectors were computed before canonicalJson was
+// rewritten for speed and pin its output.
+const digestPayload = {
+  v: 1,
+  kind: 'issue',
+  id: '6f1c2a9e-8d3b-4c5e-9a7f-0b1d2e3f4a5b',
+  iat: 1700000000,
+  exp: 1700000300,
+  nonce: 'AAAAAAAAAAAAAAAAAAAAAA',
+  origin: { node: 'edge-a', dc: 'dc-1', segment: 'iot "β" segment' },
+  csr: 'MIIBcsr',
+  identifiers: [
+    { type: 'dns', value: 'b.example', validation: { method: 'http-01', at: '2026-12-01T00:00:00Z', from: '10.0.0.1:80' } },
+    { type: 'ip', value: '192.0.2.7' },
+  ],
+  account: { id: 'acct-1', eab: null, jwkThumbprint: 'tp', lifetime: { max: '30d', default: undefined } },
+  requested: { notBefore: null, notAfter: '2027-01-01T00:00:00Z' },
+  renewalOf: null,
+} as unknown as EdgePayload;
+const digestCases: Array<[string, () => void]> = [
+  ['ok/digest-issue-vector', () => assert.equal(contentDigest(digestPayload), '7G37DF5j1d8KYtmAN9m5ETiMoAvVShppFicsoSAHO20')],
+  [
+    'ok/digest-revoke-vector',
+    () => {
+      const r = { v: 1, kind: 'revoke', id: '6f1c2a9e-8d3b-4c5e-9a7f-0b1d2e3f4a5b', iat: 1, exp: 2, nonce: 'x', origin: { node: 'edge-a', dc: 'd' }, serial: '0a1b', reason: 4, requester: { method: 'certificate-key', account: null, jwkThumbprint: 't' } };
+      assert.equal(contentDigest(r as Parameters<typeof contentDigest>[0]), 'RiBGn3n7VUfK1iF0RFhuL_UoxG__u9RxrAiCE54p32Q');
+    },
+  ],
+  [
+    'ok/digest-ignores-key-order-times-and-nonce',
+    () => {
+      const reordered = Object.fromEntries(Object.entries(digestPayload).reverse()) as unknown as EdgePayload;
+      assert.equal(contentDigest({ ...reordered, iat: 1, exp: 2, nonce: 'B'.repeat(22) }), contentDigest(digestPayload));
+    },
+  ],
+  ['fail/digest-changes-with-content', () => assert.notEqual(contentDigest({ ...digestPayload, csr: 'MIIBcsS' }), contentDigest(digestPayload))],
+];
+for (const [name, run] of digestCases) test(name, run);
