@@ -84,11 +84,21 @@ export interface LayerContext {
  */
 export async function verifyLayer(jws: string, ctx: LayerContext): Promise<VerifiedLayer> {
   const { what } = ctx;
-  const parts = jws.split('.');
-  if (parts.length !== 3 || parts[0] === '' || parts[1] === '' || !parts.every((p) => B64URL.test(p))) {
+  // RFC 7515 §7.1: header.payload.signature, each base64url (RFC 7515 §2: no padding). Located with
+  // indexOf rather than split, and the payload (the inner envelope, the bulk of a nested JWS at every
+  // layer) checked by decoding it and encoding it back, not by a regular expression: its bytes are
+  // needed anyway, and the round trip also refuses the non-canonical forms a regex lets through.
+  const dot1 = jws.indexOf('.');
+  const dot2 = dot1 < 0 ? -1 : jws.indexOf('.', dot1 + 1);
+  if (dot1 <= 0 || dot2 <= dot1 + 1 || jws.indexOf('.', dot2 + 1) !== -1) throw rejection('malformed', `${what} is not a compact JWS`);
+  const headerPart = jws.slice(0, dot1);
+  const payloadPart = jws.slice(dot1 + 1, dot2);
+  const signaturePart = jws.slice(dot2 + 1);
+  const payloadBytes = Buffer.from(payloadPart, 'base64url');
+  if (!B64URL.test(headerPart) || !B64URL.test(signaturePart) || payloadBytes.toString('base64url') !== payloadPart) {
     throw rejection('malformed', `${what} is not a compact JWS`);
   }
-  const header = decodeJson(parts[0]!, `${what} header`);
+  const header = decodeJson(headerPart, `${what} header`);
   if (!isRecord(header)) throw rejection('malformed', `${what} header is not a JSON object`);
   const alg = header.alg;
   // 'none' is refused here, whatever the configuration says, before any library sees the token.
@@ -116,8 +126,9 @@ export async function verifyLayer(jws: string, ctx: LayerContext): Promise<Verif
   }
   if (keys.length === 0) throw rejection('unknown-kid', `${what}: no public key for node "${kid}"`);
   // During a key rotation a node has two accepted keys (current first): either may have signed.
-  const signingInput = Buffer.from(`${parts[0]}.${parts[1]}`, 'ascii');
-  const signature = Buffer.from(parts[2]!, 'base64url');
+  // RFC 7515 §5.2: the signing input is ASCII(header '.' payload), here a prefix of the JWS (ASCII, checked above).
+  const signingInput = Buffer.from(jws.slice(0, dot2), 'latin1');
+  const signature = Buffer.from(signaturePart, 'base64url');
   let verified = false;
   let lastError: unknown;
   for (const key of keys) {
@@ -131,7 +142,6 @@ export async function verifyLayer(jws: string, ctx: LayerContext): Promise<Verif
     }
   }
   if (!verified) throw rejection('bad-signature', `${what}: signature of "${kid}" does not verify`, lastError);
-  const payloadBytes = Buffer.from(parts[1]!, 'base64url');
   let payload: unknown;
   try {
     payload = JSON.parse(utf8.decode(payloadBytes));

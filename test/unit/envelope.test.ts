@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
+import { KeyObject, sign as cryptoSign } from 'node:crypto';
 import { CompactSign, decodeProtectedHeader, type JWK } from 'jose';
 import { parseTopology, type Topology } from '../../shared/config/index.js';
 import { RaError } from '../../shared/errors/index.js';
@@ -101,6 +102,24 @@ async function rawSign(payload: unknown, key: NodeKey, header: Record<string, un
 function payloadOf(jws: string): Record<string, unknown> {
   return JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>;
 }
+
+/** A compact JWS over exactly these header and payload parts (no re-encoding), validly signed by `key`. */
+function signParts(headerPart: string, payloadPart: string, key: NodeKey): string {
+  const input = Buffer.from(`${headerPart}.${payloadPart}`, 'latin1');
+  const ko = KeyObject.from(key.privateKey as never);
+  const sig = key.alg === 'EdDSA' ? cryptoSign(null, input, ko) : cryptoSign('sha256', input, { key: ko, dsaEncoding: 'ieee-p1363' });
+  return `${headerPart}.${payloadPart}.${sig.toString('base64url')}`;
+}
+
+/** An envelope of `edge` whose payload's base64url has pad bits (its length is not a multiple of 4). */
+async function envelopeWithPadBits(edge: string): Promise<{ header: string; payload: string }> {
+  for (let n = 1; ; n++) {
+    const [header, payload] = (await rawSign(payloadFor(edge, { account: { id: 'a'.repeat(n), eab: null, jwkThumbprint: 'tp' } }), k[edge]!)).split('.');
+    if (payload!.length % 4 !== 0) return { header: header!, payload: payload! };
+  }
+}
+
+const B64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
 /** Replaces the payload of a JWS, keeping its header and (now wrong) signature. */
 function swapPayload(jws: string, payload: unknown): string {
@@ -401,6 +420,37 @@ const failCases: Array<[string, string, () => Promise<unknown>, RegExp?]> = [
   ['fail/malformed (not a JWS)', 'malformed', async () => verify('not a jws', 'gw')],
   ['fail/malformed (two parts)', 'malformed', async () => verify('eyJhbGciOiJFZERTQSJ9.e30', 'gw')],
   ['fail/malformed (header not JSON)', 'malformed', async () => verify(`${b64('hello')}.${b64({})}.AAAA`, 'gw')],
+  ['fail/malformed (four parts)', 'malformed', async () => verify(`${await edgeJws('edge-gw')}.AAAA`, 'gw')],
+  [
+    // RFC 4648 §3.5: the same bytes under other pad bits; node's decoder accepts it, the envelope check does not.
+    'fail/malformed (payload with non-zero pad bits, validly signed)',
+    'malformed',
+    async () => {
+      const { header, payload } = await envelopeWithPadBits('edge-gw');
+      const last = B64URL_ALPHABET[B64URL_ALPHABET.indexOf(payload.at(-1)!) ^ 1]!;
+      const odd = payload.slice(0, -1) + last;
+      assert.deepEqual(Buffer.from(odd, 'base64url'), Buffer.from(payload, 'base64url'));
+      return verify(signParts(header, odd, k['edge-gw']!), 'gw');
+    },
+  ],
+  [
+    'fail/malformed (payload with a space, validly signed)',
+    'malformed',
+    async () => {
+      const { header, payload } = await envelopeWithPadBits('edge-gw');
+      return verify(signParts(header, `${payload.slice(0, 20)} ${payload.slice(20)}`, k['edge-gw']!), 'gw');
+    },
+  ],
+  [
+    'fail/malformed (relay layer wrapping a payload with pad bits)',
+    'malformed',
+    async () => {
+      const { header, payload } = await envelopeWithPadBits('edge-a');
+      const odd = payload.slice(0, -1) + B64URL_ALPHABET[B64URL_ALPHABET.indexOf(payload.at(-1)!) ^ 1]!;
+      return verify(await wrapBy(signParts(header, odd, k['edge-a']!), ['relay-1']), 'relay-2');
+    },
+    /layer 2/,
+  ],
   ['fail/malformed (not a string)', 'malformed', async () => verify(42 as unknown as string, 'gw')],
   ['fail/malformed (valid JWS over non-JSON)', 'malformed', async () => verify(await rawSign('hello, world', k['edge-gw']!), 'gw')],
   ['fail/malformed (valid JWS over a JSON array)', 'malformed', async () => verify(await rawSign([1, 2], k['edge-gw']!), 'gw')],
