@@ -19,6 +19,7 @@ import { cryptoBench } from './crypto.js';
 import { DC, relayOf, startChainMesh, warmUpChains, type ChainMesh } from './lib/chain-mesh.js';
 import { startCaddy, startChallDns, startPebble, runClientHere, selfSignedTls, type AcmePeer, type Proc } from './lib/peers.js';
 import { round, table, writeJson } from './lib/stats.js';
+import { idleCpu } from './idle.js';
 import { memory } from './memory.js';
 import { relayOverhead } from './relay-overhead.js';
 import { throughput } from './throughput.js';
@@ -87,6 +88,11 @@ try {
     // after enough calls), and what is measured is a node that has been running. Bounded in count and time.
     const w = await warmUpChains(cm, { perChain: warmUpCount, inFlight: 16, maxMs: 60_000 });
     log(`warm-up: ${w.sent} envelopes through the chains in ${round(w.ms / 1000, 1)} s (${w.failed} failed)`);
+  }
+  {
+    const r = await idleCpu(cm, { windowMs: S(5_000, 2_000) });
+    summary.idle = { totalMsPerSec: r.result.totalMsPerSec, rows: r.result.rows };
+    await done(r);
   }
 
   if (selected.has('relay')) {
