@@ -18,9 +18,6 @@
 import { createServer, type Server } from 'node:http';
 import type { NatsConnection } from 'nats';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-
-/** How often prom-client samples the event-loop delay (ramesh_nodejs_eventloop_lag_*). */
-const EVENT_LOOP_SAMPLE_MS = 100;
 import { splitHostPort, urlHost } from '../config/index.js';
 import { LatencyWindow } from './latency-window.js';
 import type { InboundLinkState, NatsState, NodeStatus, RefusalRecord } from './node-status.js';
@@ -32,6 +29,8 @@ const ISSUANCE_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 const HTTP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 const RECENT_REFUSALS = 50;
+/** How often prom-client samples the event-loop delay (ramesh_nodejs_eventloop_lag_*). */
+const EVENT_LOOP_SAMPLE_MS = 100;
 const QUEUED_CACHE_MS = 500;
 const QUEUED_TIMEOUT_MS = 400;
 const ACME_PROBLEM_PREFIX = 'urn:ietf:params:acme:error:';

@@ -8,7 +8,7 @@
 // RSS is sampled every 250 ms; the peak of each phase is reported next to the idle figure.
 
 import { outStream } from '../../shared/bus/subjects.js';
-import type { ChainMesh } from './lib/chain-mesh.js';
+import { natsPids, type ChainMesh } from './lib/chain-mesh.js';
 import { AcmeLoadClient } from './lib/acme-load.js';
 import { round, rssOf, sleep, table } from './lib/stats.js';
 
@@ -55,7 +55,7 @@ export async function memory(cm: ChainMesh, o: MemoryOptions) {
   const pids: Array<[string, number]> = [...cm.procs.values()]
     .filter((p) => p.id === 'gw' || p.id.startsWith(`d${o.depth}-`) || p.id.startsWith('acme'))
     .map((p) => [p.id, p.pid] as [string, number])
-    .concat(cm.m.bus.servers.map((s) => [`nats:${s.spec.name}`, s.pid] as [string, number]));
+    .concat(natsPids(cm));
   const sampler = new Sampler(pids);
   const idle = await sampler.once();
   const notes: string[] = [];

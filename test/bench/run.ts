@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { freePort } from '../harness/ports.js';
 import { acmeEdge } from './acme-edge.js';
 import { cryptoBench } from './crypto.js';
-import { DC, relayOf, startChainMesh, warmUpChains, type ChainMesh } from './lib/chain-mesh.js';
+import { DC, natsPids, relayOf, startChainMesh, warmUpChains, type ChainMesh } from './lib/chain-mesh.js';
 import { startCaddy, startChallDns, startPebble, runClientHere, selfSignedTls, type AcmePeer, type Proc } from './lib/peers.js';
 import { round, table, writeJson } from './lib/stats.js';
 import { idleCpu } from './idle.js';
@@ -138,7 +138,7 @@ try {
       [ACME_EDGE, cm.procs.get(ACME_EDGE)!.pid],
       [relayOf(1, 1), cm.procs.get(relayOf(1, 1))!.pid],
       ['gw', cm.procs.get('gw')!.pid],
-      ...cm.m.bus.servers.map((s) => [`nats:${s.spec.name}`, s.pid] as [string, number]),
+      ...natsPids(cm),
     ];
     const r = await acmeEdge({
       servers: [edge, pebble, ...(caddy ? [caddy] : [])],

@@ -12,7 +12,7 @@
 
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import type { ChainMesh } from './lib/chain-mesh.js';
+import { meshPids, type ChainMesh } from './lib/chain-mesh.js';
 import { cpuMsOf, median, round, table } from './lib/stats.js';
 
 export interface ThroughputOptions {
@@ -39,7 +39,7 @@ async function window(cm: ChainMesh, depth: number, inFlight: number, count: num
   const drv = cm.drivers.get(depth)!;
   const envs: Array<{ id: string; jws: string }> = [];
   for (let i = 0; i < count; i++) envs.push(await drv.envelope());
-  const pids = [...cm.procs.values()].map((p) => [p.id, p.pid] as const).concat(cm.m.bus.servers.map((s) => [`nats:${s.spec.name}`, s.pid] as const));
+  const pids = meshPids(cm);
   const cpu0 = await Promise.all(pids.map(([, p]) => cpuMsOf(p)));
   const valid0 = drv.valid;
   let next = 0;

@@ -52,6 +52,16 @@ export interface ChainMesh {
   stop(): Promise<void>;
 }
 
+/** [name, pid] of every nats-server of the mesh, named nats:<server>. */
+export function natsPids(cm: ChainMesh): Array<[string, number]> {
+  return cm.m.bus.servers.map((s) => [`nats:${s.spec.name}`, s.pid]);
+}
+
+/** [id, pid] of every node process and nats-server of the mesh. */
+export function meshPids(cm: ChainMesh): Array<[string, number]> {
+  return [...cm.procs.values()].map((p): [string, number] => [p.id, p.pid]).concat(natsPids(cm));
+}
+
 export interface ChainMeshOptions {
   depths: number[];
   /** Extra nodes (e.g. an ACME edge) started as processes too. */
@@ -342,7 +352,6 @@ export async function warmUpChains(cm: ChainMesh, o: { perChain: number; inFligh
       }),
     );
   }
-  await new Promise((r) => setTimeout(r, 2_000));
+  await sleep(2_000);
   return { sent, failed, ms: Date.now() - t0 };
 }
-
