@@ -11,10 +11,11 @@ const CACHE_MAX_VALUE = 16 * 1024;
  * Nodes write through this only; nothing a node accepted lives only in memory.
  *
  * Reads of recently written or read keys are answered from a per-collection cache of their JSON
- * (a LevelDB get costs ~40-70 µs of CPU, most of an ACME request's store time). The cache stays
- * exact because this process is the database's only writer (LevelDB's LOCK file) and every write
- * goes through `Collection.put/del` or `NodeStore.batch`, which update it as the write is issued
- * and drop the key again if the write fails. Each read returns a fresh object.
+ * (a LevelDB read costs 5-20 µs of CPU on this thread, the JSON parse of a cached copy less). The
+ * cache stays exact because this process is the database's only writer (LevelDB's LOCK file) and every
+ * write goes through `Collection.put/del` or `NodeStore.batch`, which update it as the write is issued,
+ * keep it readable until it is done, and drop the key again if the write fails. Each read returns a
+ * fresh object.
  */
 export class NodeStore {
   readonly #collections = new Map<string, Collection<unknown>>();
@@ -40,7 +41,7 @@ export class NodeStore {
 
   /** Atomic multi-collection write. */
   async batch(ops: Array<{ coll: Collection<unknown>; type: 'put'; key: string; value: unknown } | { coll: Collection<unknown>; type: 'del'; key: string }>): Promise<void> {
-    for (const o of ops) o.coll.cache.write(o.key, o.type === 'put' ? o.value : undefined);
+    const gens = ops.map((o) => o.coll.cache.write(o.key, o.type === 'put' ? o.value : undefined));
     try {
       await this.db.batch(
         ops.map((o) =>
@@ -50,9 +51,10 @@ export class NodeStore {
         ),
       );
     } catch (e) {
-      for (const o of ops) o.coll.cache.forget(o.key);
+      ops.forEach((o, i) => o.coll.cache.forget(o.key, gens[i]!));
       throw e;
     }
+    ops.forEach((o, i) => o.coll.cache.written(o.key, gens[i]!));
   }
 
   /** Every entry of every collection, keys as level writes them ("!<collection>!<key>"): for diagnostics and tests. */
@@ -66,15 +68,25 @@ export class NodeStore {
 }
 
 interface SubDb<T> {
+  /** 'opening' for a moment after the sublevel is made, until its (deferred) open is done. */
+  readonly status: string;
   get(key: string): Promise<T | undefined>;
+  getSync(key: string): T | undefined;
   put(key: string, value: T): Promise<void>;
   del(key: string): Promise<void>;
   iterator(opts?: { gte?: string; lt?: string; limit?: number }): AsyncIterable<[string, T]>;
 }
 
-/** JSON of recent values by key; `null` records a key known to be absent (deleted here). */
+/**
+ * JSON of recent values by key; `null` records a key known to be absent (deleted here). Writes not yet
+ * done are kept apart, whatever their size and however many: a read meanwhile returns what is being
+ * written (reads are synchronous, so one issued right after an unfinished write would otherwise find
+ * the value before it on disk).
+ */
 class ReadCache {
   readonly #m = new Map<string, string | null>();
+  /** Writes issued and not yet done, by key: the latest one's generation and JSON. */
+  readonly #writing = new Map<string, { gen: number; s: string | null }>();
   /** Bumped on every write of a key, so a read that raced a write does not cache what it read. */
   readonly #gen = new Map<string, number>();
   #writes = 0;
@@ -82,23 +94,35 @@ class ReadCache {
   #evicted = 0;
 
   lookup(key: string): { hit: true; value: unknown } | { hit: false } {
-    const s = this.#m.get(key);
+    const w = this.#writing.get(key);
+    const s = w ? w.s : this.#m.get(key);
     if (s === undefined) return { hit: false };
-    // Refresh its place (Map order = age).
-    this.#m.delete(key);
-    this.#m.set(key, s);
+    if (!w) {
+      // Refresh its place (Map order = age).
+      this.#m.delete(key);
+      this.#m.set(key, s);
+    }
     return { hit: true, value: s === null ? undefined : JSON.parse(s) };
   }
 
-  write(key: string, value: unknown): void {
-    this.#bump(key);
+  /** A write of `key` is issued: returns its generation, for written() or forget() when it ends. */
+  write(key: string, value: unknown): number {
+    const gen = this.#bump(key);
     const s = value === undefined ? null : JSON.stringify(value);
+    this.#writing.set(key, { gen, s });
     this.#m.delete(key);
-    if (s !== null && s.length > CACHE_MAX_VALUE) return;
-    this.#set(key, s);
+    if (s === null || s.length <= CACHE_MAX_VALUE) this.#set(key, s);
+    return gen;
   }
 
-  forget(key: string): void {
+  /** The write `gen` of `key` is on disk: reads may go there again. */
+  written(key: string, gen: number): void {
+    if (this.#writing.get(key)?.gen === gen) this.#writing.delete(key);
+  }
+
+  /** The write `gen` of `key` failed: what the disk holds is unknown here, the next read goes there. */
+  forget(key: string, gen: number): void {
+    this.written(key, gen);
     this.#m.delete(key);
     this.#bump(key);
   }
@@ -116,7 +140,7 @@ class ReadCache {
     if (s.length <= CACHE_MAX_VALUE) this.#set(key, s);
   }
 
-  #bump(key: string): void {
+  #bump(key: string): number {
     this.#writes += 1;
     this.#gen.delete(key);
     this.#gen.set(key, this.#writes);
@@ -125,6 +149,7 @@ class ReadCache {
       this.#gen.delete(oldest);
       this.#evicted = g;
     }
+    return this.#writes;
   }
 
   #set(key: string, s: string | null): void {
@@ -143,30 +168,37 @@ export class Collection<T> {
     const c = this.cache.lookup(key);
     if (c.hit) return c.value as T | undefined;
     const mark = this.cache.mark(key);
-    // level 10: get() resolves undefined for a missing key.
-    const v = (await this.db.get(key)) ?? undefined;
+    // A point read on this thread (classic-level getSync, undefined for a missing key): the async get()
+    // costs 40-90 us of CPU more here, the hand-off to the libuv pool and back, for a lookup LevelDB
+    // answers in 5-15 us from its block cache or the page cache, and a missing key (every idempotency
+    // check of a new request) mostly from the bloom filter. It holds the event loop for the read, at worst
+    // one block read from disk.
+    // A sublevel made a moment ago is still opening: the async get() waits for that.
+    const v = (this.db.status === 'open' ? this.db.getSync(key) : await this.db.get(key)) ?? undefined;
     this.cache.fill(key, v, mark);
     return v;
   }
 
   async put(key: string, value: T): Promise<void> {
-    this.cache.write(key, value);
+    const gen = this.cache.write(key, value);
     try {
       await this.db.put(key, value);
     } catch (e) {
-      this.cache.forget(key);
+      this.cache.forget(key, gen);
       throw e;
     }
+    this.cache.written(key, gen);
   }
 
   async del(key: string): Promise<void> {
-    this.cache.write(key, undefined);
+    const gen = this.cache.write(key, undefined);
     try {
       await this.db.del(key);
     } catch (e) {
-      this.cache.forget(key);
+      this.cache.forget(key, gen);
       throw e;
     }
+    this.cache.written(key, gen);
   }
 
   async *entries(opts: { prefix?: string; limit?: number } = {}): AsyncGenerator<[string, T]> {
