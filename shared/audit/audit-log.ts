@@ -10,9 +10,14 @@
 // when the log is started, so a missing one is broken too.
 // Anchor the head elsewhere (a ticket, another system's log) when an attacker with write access to the
 // gateway's disk is in scope: a hash chain alone cannot stop someone who rewrites the whole file and the head.
+// Both files are written with synchronous calls, as loggers do (a few small writes to the page cache per
+// group) rather than 4-5 promise-based fs calls, each a hand-off to the libuv pool and back. With the
+// store's synchronous reads, this took the gateway's CPU per certificate at one in flight from 5.6-5.9
+// to 3.9-4.4 ms (test/bench throughput, schedstat).
 
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises';
+import { closeSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Topology } from '../config/index.js';
 import { faultPoint } from '../faults/fault-point.js';
@@ -66,7 +71,8 @@ export class AuditLog {
 
   private constructor(
     private readonly dir: string,
-    private fh: FileHandle,
+    /** The log, opened for appending. */
+    private readonly fd: number,
     private head: AuditHead,
   ) {}
 
@@ -75,10 +81,10 @@ export class AuditLog {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const v = await verifyAuditLog(dir);
     if (!v.ok) throw new Error(`audit log ${join(dir, AUDIT_FILE)} is broken at record ${v.badSeq}: ${v.problem}; refusing to append to it`);
-    const fh = await open(join(dir, AUDIT_FILE), 'a', 0o600);
-    const log = new AuditLog(dir, fh, { seq: v.records, hash: v.head });
+    const fd = openSync(join(dir, AUDIT_FILE), 'a', 0o600);
+    const log = new AuditLog(dir, fd, { seq: v.records, hash: v.head });
     // A new log gets its head at once (seq 0); one that ran ahead of its head (a crash) is brought level.
-    if (v.headBehind !== 0) await log.writeHead(log.head);
+    if (v.headBehind !== 0) log.writeHead(log.head);
     return log;
   }
 
@@ -106,7 +112,9 @@ export class AuditLog {
       head = { seq: rec.seq, hash: rec.hash };
     }
     try {
-      await this.fh.appendFile(recs.map((r) => JSON.stringify(r) + '\n').join(''));
+      const data = Buffer.from(recs.map((r) => JSON.stringify(r) + '\n').join(''));
+      // O_APPEND: every write goes to the end of the log; a short write is continued.
+      for (let off = 0; off < data.length; ) off += writeSync(this.fd, data, off);
       this.head = head;
       // Fault-injection point for crash tests: the records are in the log, the head file is not written yet.
       faultPoint('audit.after-append');
@@ -115,21 +123,25 @@ export class AuditLog {
       return;
     }
     group.forEach((g, i) => g.resolve(recs[i]!));
-    // Still in the write chain: the next group is appended after this head is written. A failed head
-    // write leaves the head behind the log (intact, see verifyAuditLog); the next group writes it again.
-    await this.writeHead(head).catch(() => undefined);
+    // Before the next group is appended. A failed head write leaves the head behind the log (intact,
+    // see verifyAuditLog); the next group writes it again.
+    try {
+      this.writeHead(head);
+    } catch {
+      /* behind, see above */
+    }
   }
 
   /** Writes the head file atomically (a temporary file renamed over it). */
-  private async writeHead(head: AuditHead): Promise<void> {
+  private writeHead(head: AuditHead): void {
     const tmp = join(this.dir, `${AUDIT_HEAD_FILE}.tmp`);
-    await writeFile(tmp, JSON.stringify(head) + '\n', { mode: 0o600 });
-    await rename(tmp, join(this.dir, AUDIT_HEAD_FILE));
+    writeFileSync(tmp, JSON.stringify(head) + '\n', { mode: 0o600 });
+    renameSync(tmp, join(this.dir, AUDIT_HEAD_FILE));
   }
 
   async close(): Promise<void> {
     await this.tail;
-    await this.fh.close();
+    closeSync(this.fd);
   }
 }
 
