@@ -1,7 +1,8 @@
 // The benchmark suite (npm run bench; not part of the test run). One mesh serves every benchmark:
 // a gateway (hub server) with chains of 0, 1, 2, 4 and 8 relays (leaf server dc-a), each ending in an
-// edge position this process drives, and an ACME edge under the 1-relay chain. Pebble and Caddy's
-// acme_server run next to it for the ACME comparison. Prints one table per benchmark and writes
+// edge position this process drives, and two ACME edges: one right under the gateway (edge + CA, what
+// Pebble is in one process: the target's figure) and one under the 1-relay chain (also used by the
+// memory benchmark). Pebble and Caddy's acme_server run next to them for the ACME comparison. Prints one table per benchmark and writes
 // test-artifacts/bench/<name>.json plus summary.json (the targets).
 //
 //   npm run bench                      # everything (about 6-8 minutes on the 2-core machine)
@@ -16,7 +17,7 @@ import { join } from 'node:path';
 import { freePort } from '../harness/ports.js';
 import { acmeEdge } from './acme-edge.js';
 import { cryptoBench } from './crypto.js';
-import { DC, natsPids, relayOf, startChainMesh, warmUpChains, type ChainMesh } from './lib/chain-mesh.js';
+import { DC, GATEWAY, natsPids, relayOf, startChainMesh, warmUpChains, type ChainMesh } from './lib/chain-mesh.js';
 import { startCaddy, startChallDns, startPebble, runClientHere, selfSignedTls, type AcmePeer, type Proc } from './lib/peers.js';
 import { round, table, writeJson } from './lib/stats.js';
 import { idleCpu } from './idle.js';
@@ -42,7 +43,9 @@ process.env.RA_MESH_LOG_LEVEL ??= 'error';
 const DEPTHS = [0, 1, 2, 4, 8];
 /** Envelopes sent through every chain before anything is measured (BENCH_WARMUP; 0: none). */
 const warmUpCount = S(Number(process.env.BENCH_WARMUP ?? 400), 0);
+/** The ACME edge under the 1-relay chain, and the one right under the gateway. */
 const ACME_EDGE = 'acme-edge';
+const ACME_EDGE_GW = 'acme-edge-gw';
 const started = Date.now();
 const log = (s: string) => process.stdout.write(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] ${s}\n`);
 
@@ -74,7 +77,18 @@ try {
   const cm: ChainMesh = await startChainMesh({
     depths: DEPTHS,
     extra: needAcme
-      ? [{ id: ACME_EDGE, role: 'edge', dc: DC, segment: 'acme', parent: relayOf(1, 1), acme: { challenges: ['http-01'], resolver: dns!.addr, http01Port: edgeHttp01, tls: { cert: edgeTls!.cert, key: edgeTls!.key } } }]
+      ? [
+          { id: ACME_EDGE_GW, parent: GATEWAY },
+          { id: ACME_EDGE, parent: relayOf(1, 1) },
+        ].map(({ id, parent }) => ({
+          id,
+          role: 'edge' as const,
+          dc: DC,
+          segment: id,
+          parent,
+          // One http-01 port for both: the load client of one turn at a time listens on it.
+          acme: { challenges: ['http-01' as const], resolver: dns!.addr, http01Port: edgeHttp01, tls: { cert: edgeTls!.cert, key: edgeTls!.key } },
+        }))
       : [],
     // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile every node process.
     ...(process.env.BENCH_NODE_ARGS ? { nodeArgs: process.env.BENCH_NODE_ARGS.split(/\s+/).filter(Boolean) } : {}),
@@ -125,29 +139,27 @@ try {
     } catch (e) {
       log(`Caddy acme_server could not start; compared with Pebble only: ${(e as Error).message.split('\n')[0]}`);
     }
-    const edge: AcmePeer = {
-      name: 'edge',
-      directory: `https://${cm.m.topology.acme(ACME_EDGE).listen}/acme/directory`,
+    // The edge's processes (the edge, the relays above it, the gateway) and the nats-servers: the CPU an order costs.
+    const edgePeer = (name: string, id: string, above: string[]): AcmePeer & { meshPids: () => Array<[string, number]> } => ({
+      name,
+      directory: `https://${cm.m.topology.acme(id).listen}/acme/directory`,
       caFile: edgeTls!.cert,
       http01Port: edgeHttp01,
-      pids: () => [cm.procs.get(ACME_EDGE)!.pid],
+      pids: () => [cm.procs.get(id)!.pid],
+      meshPids: () => [id, ...above].map((n): [string, number] => [n, cm.procs.get(n)!.pid]).concat(natsPids(cm)),
       runClient: (args) => runClientHere(args),
       stop: async () => undefined,
-    };
-    const meshPids = (): Array<[string, number]> => [
-      [ACME_EDGE, cm.procs.get(ACME_EDGE)!.pid],
-      [relayOf(1, 1), cm.procs.get(relayOf(1, 1))!.pid],
-      ['gw', cm.procs.get('gw')!.pid],
-      ...natsPids(cm),
-    ];
+    });
+    const edges = [edgePeer('edge', ACME_EDGE_GW, [GATEWAY]), edgePeer('edge+relay', ACME_EDGE, [relayOf(1, 1), GATEWAY])];
     const r = await acmeEdge({
-      servers: [edge, pebble, ...(caddy ? [caddy] : [])],
+      servers: [...edges, pebble, ...(caddy ? [caddy] : [])],
+      edges: edges.map((e) => e.name),
       concurrency: [1, 16],
       rounds: 3,
       windowMs: S(5_000, 1_000),
       maxOrders: 2_000,
       maxMs: 240_000,
-      cpuPids: (s) => (s.name === 'edge' ? meshPids() : s.pids().map((p) => [s.name, p] as [string, number])),
+      cpuPids: (s) => edges.find((e) => e.name === s.name)?.meshPids() ?? s.pids().map((p): [string, number] => [s.name, p]),
     });
     summary.acmeEdge = r.result.target;
     await done(r);

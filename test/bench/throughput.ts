@@ -2,8 +2,9 @@
 // and 64 envelopes in flight, through chains of 0 (gateway only: the baseline), 1 and 4 relays.
 // Envelopes are signed before each window (the edge's signing is not the mesh's work); each window is
 // bounded by a count and a time. Depths alternate within every repeat, and ratios are taken within a
-// repeat before their median is reported. CPU time of every node process per certificate comes from
-// /proc (user + system), which the machine's other load does not inflate as much as wall time.
+// repeat before their median is reported. CPU time of every node process per certificate is the
+// scheduler's run time of all its threads (/proc/<pid>/task/*/schedstat, ns), which the machine's other
+// load does not inflate as much as wall time.
 // On this machine every process of a chain shares the same cores, so the depth ratio measured is about
 // the inverse of the chain's total CPU per certificate. Deployed, each node runs on a machine of its own
 // and a chain is a pipeline bounded by its busiest process: the bench also reports that bound, 1000 / the
@@ -13,7 +14,7 @@
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { meshPids, type ChainMesh } from './lib/chain-mesh.js';
-import { cpuMsOf, median, round, table } from './lib/stats.js';
+import { cpuRunMsOf, median, round, table } from './lib/stats.js';
 
 export interface ThroughputOptions {
   depths: number[];
@@ -40,7 +41,7 @@ async function window(cm: ChainMesh, depth: number, inFlight: number, count: num
   const envs: Array<{ id: string; jws: string }> = [];
   for (let i = 0; i < count; i++) envs.push(await drv.envelope());
   const pids = meshPids(cm);
-  const cpu0 = await Promise.all(pids.map(([, p]) => cpuMsOf(p)));
+  const cpu0 = await Promise.all(pids.map(([, p]) => cpuRunMsOf(p)));
   const valid0 = drv.valid;
   let next = 0;
   let failed = 0;
@@ -60,7 +61,7 @@ async function window(cm: ChainMesh, depth: number, inFlight: number, count: num
   );
   const seconds = (performance.now() - t0) / 1000;
   if (drv.unverified > 0) throw new Error(`${drv.edgeId}: ${drv.unverified} results did not verify: ${drv.lastUnverified}`);
-  const cpu1 = await Promise.all(pids.map(([, p]) => cpuMsOf(p)));
+  const cpu1 = await Promise.all(pids.map(([, p]) => cpuRunMsOf(p)));
   const certs = drv.valid - valid0;
   const cpuMsPerCert: Record<string, number> = {};
   // Only the processes of this chain (and the gateway and servers) are listed.

@@ -90,23 +90,11 @@ export async function rssOf(pid: number): Promise<number | undefined> {
   }
 }
 
-/** CPU time (user + system, ms) a process has used so far, from /proc/<pid>/stat. */
-export async function cpuMsOf(pid: number): Promise<number | undefined> {
-  const { readFile } = await import('node:fs/promises');
-  try {
-    const s = await readFile(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the comm field; clock ticks of 10 ms.
-    return (Number(f[11]) + Number(f[12])) * 10;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * CPU time (ms, fractional) every thread of a process has run so far, from /proc/<pid>/task/<tid>/schedstat
  * (nanoseconds the scheduler counted): unlike the 10 ms ticks of /proc/<pid>/stat it also counts the
- * short wake-ups of an idle process. Threads that ended are not counted.
+ * short wake-ups of an idle process, and it is exact over the short windows of the throughput and ACME
+ * benchmarks. Threads that ended are not counted.
  */
 export async function cpuRunMsOf(pid: number): Promise<number | undefined> {
   const { readdir, readFile } = await import('node:fs/promises');
