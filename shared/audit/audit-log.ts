@@ -16,7 +16,7 @@
 // to 3.9-4.4 ms (test/bench throughput, schedstat).
 
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Topology } from '../config/index.js';
@@ -66,6 +66,8 @@ export function recordHash(r: Omit<AuditRecord, 'hash'>): string {
 
 export class AuditLog {
   private tail: Promise<unknown> = Promise.resolve();
+  /** Set when a failed append could not be cut back: nothing more is appended. */
+  private broken: unknown;
   /** Entries waiting for the next write, in call order. */
   private pending: Array<{ entry: AuditEntry; resolve: (r: AuditRecord) => void; reject: (e: unknown) => void }> = [];
 
@@ -74,6 +76,8 @@ export class AuditLog {
     /** The log, opened for appending. */
     private readonly fd: number,
     private head: AuditHead,
+    /** Bytes of whole records in the log: where a failed append is cut back to. */
+    private size: number,
   ) {}
 
   /** Opens (or starts) the log in `dir`, checking the chain it continues. */
@@ -82,7 +86,7 @@ export class AuditLog {
     const v = await verifyAuditLog(dir);
     if (!v.ok) throw new Error(`audit log ${join(dir, AUDIT_FILE)} is broken at record ${v.badSeq}: ${v.problem}; refusing to append to it`);
     const fd = openSync(join(dir, AUDIT_FILE), 'a', 0o600);
-    const log = new AuditLog(dir, fd, { seq: v.records, hash: v.head });
+    const log = new AuditLog(dir, fd, { seq: v.records, hash: v.head }, fstatSync(fd).size);
     // A new log gets its head at once (seq 0); one that ran ahead of its head (a crash) is brought level.
     if (v.headBehind !== 0) log.writeHead(log.head);
     return log;
@@ -103,6 +107,11 @@ export class AuditLog {
   private async writePending(): Promise<void> {
     const group = this.pending;
     this.pending = [];
+    if (this.broken !== undefined) {
+      const e = new Error('the audit log could not be cut back after a failed append; restart the gateway to check it', { cause: this.broken });
+      for (const g of group) g.reject(e);
+      return;
+    }
     let head = this.head;
     const recs: AuditRecord[] = [];
     for (const { entry } of group) {
@@ -111,17 +120,26 @@ export class AuditLog {
       recs.push(rec);
       head = { seq: rec.seq, hash: rec.hash };
     }
+    const data = Buffer.from(recs.map((r) => JSON.stringify(r) + '\n').join(''));
     try {
-      const data = Buffer.from(recs.map((r) => JSON.stringify(r) + '\n').join(''));
       // O_APPEND: every write goes to the end of the log; a short write is continued.
       for (let off = 0; off < data.length; ) off += writeSync(this.fd, data, off);
-      this.head = head;
-      // Fault-injection point for crash tests: the records are in the log, the head file is not written yet.
-      faultPoint('audit.after-append');
     } catch (e) {
+      // E.g. ENOSPC part way: what this group wrote is cut off again, so the log stays whole (a torn
+      // last line would make the log unreadable, and the gateway refuse to start on it). If even that
+      // fails, later appends fail too rather than chain after the torn bytes.
+      try {
+        ftruncateSync(this.fd, this.size);
+      } catch (t) {
+        this.broken = t;
+      }
       for (const g of group) g.reject(e);
       return;
     }
+    this.size += data.length;
+    this.head = head;
+    // Fault-injection point for crash tests: the records are in the log, the head file is not written yet.
+    faultPoint('audit.after-append');
     group.forEach((g, i) => g.resolve(recs[i]!));
     // Before the next group is appended. A failed head write leaves the head behind the log (intact,
     // see verifyAuditLog); the next group writes it again.

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -101,6 +103,41 @@ describe('unit: audit log', () => {
       const v = await verifyAuditLog(d);
       assert.ok(v.ok && v.records === 1 && v.headBehind === 0, JSON.stringify(v));
     } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
+  test('ok/an append that fails part way (disk full) is cut back: the log stays whole and goes on', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'ra-mesh-audit-full-'));
+    const realWrite = fs.writeSync;
+    try {
+      const log = await AuditLog.open(d);
+      await log.append(entry(1));
+      // The disk fills up: the next write stores half of what it is given, the one after fails (ENOSPC),
+      // as write(2) does. (The only faked part: a real full disk is not for a unit test to make.)
+      let calls = 0;
+      fs.writeSync = ((fd: number, buf: Buffer, off: number) => {
+        calls += 1;
+        if (calls === 1) return realWrite(fd, buf, off, Math.ceil((buf.length - off) / 2));
+        throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      }) as typeof fs.writeSync;
+      syncBuiltinESMExports();
+      await assert.rejects(log.append(entry(2)), /ENOSPC/);
+      assert.equal(calls, 2, 'the short write was continued, then failed');
+      fs.writeSync = realWrite;
+      syncBuiltinESMExports();
+      const v = await verifyAuditLog(d);
+      assert.ok(v.ok && v.records === 1, `nothing of the failed group is left: ${JSON.stringify(v)}`);
+      // Space again: the chain goes on from record 1.
+      const r = await log.append(entry(3));
+      assert.equal(r.seq, 2);
+      await log.close();
+      const after = await verifyAuditLog(d);
+      assert.ok(after.ok && after.records === 2 && after.headBehind === 0, JSON.stringify(after));
+      assert.equal((await readFile(join(d, AUDIT_FILE), 'utf8')).trimEnd().split('\n').length, 2);
+    } finally {
+      fs.writeSync = realWrite;
+      syncBuiltinESMExports();
       await rm(d, { recursive: true, force: true });
     }
   });
