@@ -180,20 +180,18 @@ export class Collection<T> {
   }
 
   async put(key: string, value: T): Promise<void> {
-    const gen = this.cache.write(key, value);
-    try {
-      await this.db.put(key, value);
-    } catch (e) {
-      this.cache.forget(key, gen);
-      throw e;
-    }
-    this.cache.written(key, gen);
+    await this.#write(key, value, () => this.db.put(key, value));
   }
 
   async del(key: string): Promise<void> {
-    const gen = this.cache.write(key, undefined);
+    await this.#write(key, undefined, () => this.db.del(key));
+  }
+
+  /** One write of `key` (`value` undefined: a delete), seen by reads from the moment it is issued. */
+  async #write(key: string, value: T | undefined, write: () => Promise<void>): Promise<void> {
+    const gen = this.cache.write(key, value);
     try {
-      await this.db.del(key);
+      await write();
     } catch (e) {
       this.cache.forget(key, gen);
       throw e;
