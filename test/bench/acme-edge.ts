@@ -9,7 +9,7 @@
 import { loadavg } from 'node:os';
 import type { AcmePeer } from './lib/peers.js';
 import type { LoadResult } from './lib/acme-load.js';
-import { cpuRunMsOf, median, round, table } from './lib/stats.js';
+import { cpuRunMsOfAll, median, round, table } from './lib/stats.js';
 
 export interface AcmeEdgeOptions {
   servers: AcmePeer[];
@@ -39,7 +39,7 @@ export async function acmeEdge(o: AcmeEdgeOptions & { cpuPids: (s: AcmePeer) => 
     for (const c of o.concurrency) {
       for (const s of order) {
         const pids = o.cpuPids(s);
-        const cpu0 = await Promise.all(pids.map(([, p]) => cpuRunMsOf(p)));
+        const cpu0 = await cpuRunMsOfAll(pids);
         let result: LoadResult;
         try {
           result = (await s.runClient({
@@ -57,7 +57,7 @@ export async function acmeEdge(o: AcmeEdgeOptions & { cpuPids: (s: AcmePeer) => 
           process.stdout.write(`[acme] ${s.name} at ${c} in flight, round ${r}: the load client failed (${msg}); turn skipped\n`);
           continue;
         }
-        const cpu1 = await Promise.all(pids.map(([, p]) => cpuRunMsOf(p)));
+        const cpu1 = await cpuRunMsOfAll(pids);
         // Warm-up orders (one per worker) ran in the same interval.
         const n = Math.max(1, result.orders + c);
         const cpuMsPerOrder = Object.fromEntries(pids.map(([id], i) => [id, round((cpu1[i]! - cpu0[i]!) / n, 1)]));

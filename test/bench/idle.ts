@@ -3,14 +3,14 @@
 // scheduler's nanosecond counts of all its threads: pull requests that expire, metrics timers, GC.
 
 import { meshPids, type ChainMesh } from './lib/chain-mesh.js';
-import { cpuRunMsOf, round, sleep, table } from './lib/stats.js';
+import { cpuRunMsOfAll, round, sleep, table } from './lib/stats.js';
 
 export async function idleCpu(cm: ChainMesh, o: { windowMs: number }) {
   const pids = meshPids(cm);
-  const c0 = await Promise.all(pids.map(([, p]) => cpuRunMsOf(p)));
+  const c0 = await cpuRunMsOfAll(pids);
   const t0 = performance.now();
   await sleep(o.windowMs);
-  const c1 = await Promise.all(pids.map(([, p]) => cpuRunMsOf(p)));
+  const c1 = await cpuRunMsOfAll(pids);
   const seconds = (performance.now() - t0) / 1000;
   const perSec = pids.map(([id], i) => [id, c0[i] === undefined || c1[i] === undefined ? NaN : (c1[i]! - c0[i]!) / seconds] as const);
   const isNats = (id: string) => id.startsWith('nats:');

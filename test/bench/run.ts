@@ -2,8 +2,8 @@
 // a gateway (hub server) with chains of 0, 1, 2, 4 and 8 relays (leaf server dc-a), each ending in an
 // edge position this process drives, and two ACME edges: one right under the gateway (edge + CA, what
 // Pebble is in one process: the target's figure) and one under the 1-relay chain (also used by the
-// memory benchmark). Pebble and Caddy's acme_server run next to them for the ACME comparison. Prints one table per benchmark and writes
-// test-artifacts/bench/<name>.json plus summary.json (the targets).
+// memory benchmark). Pebble and Caddy's acme_server run next to them for the ACME comparison. Prints
+// one table per benchmark and writes test-artifacts/bench/<name>.json plus summary.json (the targets).
 //
 //   npm run bench                      # everything (about 6-8 minutes on the 2-core machine)
 //   npm run bench -- relay throughput  # a subset: crypto, relay, throughput, acme, memory
@@ -140,13 +140,13 @@ try {
       log(`Caddy acme_server could not start; compared with Pebble only: ${(e as Error).message.split('\n')[0]}`);
     }
     // The edge's processes (the edge, the relays above it, the gateway) and the nats-servers: the CPU an order costs.
-    const edgePeer = (name: string, id: string, above: string[]): AcmePeer & { meshPids: () => Array<[string, number]> } => ({
+    const edgePeer = (name: string, id: string, above: string[]): AcmePeer & { cpuPids: () => Array<[string, number]> } => ({
       name,
       directory: `https://${cm.m.topology.acme(id).listen}/acme/directory`,
       caFile: edgeTls!.cert,
       http01Port: edgeHttp01,
       pids: () => [cm.procs.get(id)!.pid],
-      meshPids: () => [id, ...above].map((n): [string, number] => [n, cm.procs.get(n)!.pid]).concat(natsPids(cm)),
+      cpuPids: () => [id, ...above].map((n): [string, number] => [n, cm.procs.get(n)!.pid]).concat(natsPids(cm)),
       runClient: (args) => runClientHere(args),
       stop: async () => undefined,
     });
@@ -159,7 +159,7 @@ try {
       windowMs: S(5_000, 1_000),
       maxOrders: 2_000,
       maxMs: 240_000,
-      cpuPids: (s) => edges.find((e) => e.name === s.name)?.meshPids() ?? s.pids().map((p): [string, number] => [s.name, p]),
+      cpuPids: (s) => edges.find((e) => e.name === s.name)?.cpuPids() ?? s.pids().map((p): [string, number] => [s.name, p]),
     });
     summary.acmeEdge = r.result.target;
     await done(r);

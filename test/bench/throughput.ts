@@ -14,7 +14,7 @@
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { meshPids, type ChainMesh } from './lib/chain-mesh.js';
-import { cpuRunMsOf, median, round, table } from './lib/stats.js';
+import { cpuRunMsOfAll, median, round, table } from './lib/stats.js';
 
 export interface ThroughputOptions {
   depths: number[];
@@ -41,7 +41,7 @@ async function window(cm: ChainMesh, depth: number, inFlight: number, count: num
   const envs: Array<{ id: string; jws: string }> = [];
   for (let i = 0; i < count; i++) envs.push(await drv.envelope());
   const pids = meshPids(cm);
-  const cpu0 = await Promise.all(pids.map(([, p]) => cpuRunMsOf(p)));
+  const cpu0 = await cpuRunMsOfAll(pids);
   const valid0 = drv.valid;
   let next = 0;
   let failed = 0;
@@ -61,7 +61,7 @@ async function window(cm: ChainMesh, depth: number, inFlight: number, count: num
   );
   const seconds = (performance.now() - t0) / 1000;
   if (drv.unverified > 0) throw new Error(`${drv.edgeId}: ${drv.unverified} results did not verify: ${drv.lastUnverified}`);
-  const cpu1 = await Promise.all(pids.map(([, p]) => cpuRunMsOf(p)));
+  const cpu1 = await cpuRunMsOfAll(pids);
   const certs = drv.valid - valid0;
   const cpuMsPerCert: Record<string, number> = {};
   // Only the processes of this chain (and the gateway and servers) are listed.

@@ -109,3 +109,8 @@ export async function cpuRunMsOf(pid: number): Promise<number | undefined> {
     return undefined;
   }
 }
+
+/** cpuRunMsOf of each [name, pid], in order: read before and after a window, their difference is its CPU. */
+export function cpuRunMsOfAll(pids: ReadonlyArray<readonly [string, number]>): Promise<Array<number | undefined>> {
+  return Promise.all(pids.map(([, p]) => cpuRunMsOf(p)));
+}
