@@ -2,14 +2,15 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
-import { mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { AUDIT_FILE, AUDIT_HEAD_FILE, AuditLog, verifyAuditLog, type AuditEntry } from '../../shared/audit/audit-log.js';
+import { AUDIT_FILE, AUDIT_HEAD_FILE, AuditLog, parseAuditHead, readAuditHead, verifyAuditLog, type AuditEntry } from '../../shared/audit/audit-log.js';
 
-// The gateway's audit log: a hash chain over JSON lines plus a head file. Every way of editing the
-// file after the fact that the chain can see is detected, and names the first bad record.
+// The gateway's audit log: a hash chain over JSON lines plus a head file (two slots written in turn).
+// Every way of editing the file after the fact that the chain can see is detected, and names the first
+// bad record; a head slot torn by a power cut falls back to the other slot.
 
 const entry = (i: number): AuditEntry => ({
   event: i % 3 === 0 ? 'refused' : 'issued',
@@ -85,7 +86,8 @@ describe('unit: audit log', () => {
     assert.equal(v.ok, true);
     assert.ok(v.ok && v.headBehind === 3 && v.records === 10, JSON.stringify(v));
     const log = await AuditLog.open(dir);
-    assert.deepEqual(JSON.parse(await readFile(join(dir, AUDIT_HEAD_FILE), 'utf8')), { seq: 10, hash: v.head });
+    assert.deepEqual(await readAuditHead(dir), { seq: 10, hash: v.head });
+    assert.equal(parseAuditHead(await readFile(join(dir, AUDIT_HEAD_FILE), 'latin1')).form, 'slots', 'the one-line head became the two-slot form');
     const r = await log.append(entry(11));
     await log.close();
     assert.equal(r.seq, 11);
@@ -97,7 +99,7 @@ describe('unit: audit log', () => {
     const d = await mkdtemp(join(tmpdir(), 'ra-mesh-audit-new-'));
     try {
       const log = await AuditLog.open(d);
-      assert.deepEqual(JSON.parse(await readFile(join(d, AUDIT_HEAD_FILE), 'utf8')), { seq: 0, hash: '0'.repeat(64) });
+      assert.deepEqual(await readAuditHead(d), { seq: 0, hash: '0'.repeat(64) });
       await log.append(entry(1));
       await log.close();
       const v = await verifyAuditLog(d);
@@ -106,6 +108,71 @@ describe('unit: audit log', () => {
       await rm(d, { recursive: true, force: true });
     }
   });
+
+  test('ok/the head is written in place, in two slots by turns: the file keeps its inode and size, and names the last record', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'ra-mesh-audit-slots-'));
+    try {
+      const log = await AuditLog.open(d);
+      const ino = (await stat(join(d, AUDIT_HEAD_FILE))).ino;
+      const recs = [];
+      // One group per append (each awaited), so every append writes the head once.
+      for (let i = 1; i <= 5; i++) recs.push(await log.append(entry(i)));
+      const text = await readFile(join(d, AUDIT_HEAD_FILE), 'latin1');
+      const st = await stat(join(d, AUDIT_HEAD_FILE));
+      assert.equal(st.ino, ino, 'no temporary file renamed over it');
+      assert.equal(st.size, 256);
+      assert.deepEqual(await readAuditHead(d), { seq: 5, hash: recs[4]!.hash });
+      // The slots hold the last two heads: 5 in slot 0 (writes 1, 3, 5), 4 in slot 1 (writes 2, 4).
+      assert.deepEqual([0, 1].map((i) => (JSON.parse(text.slice(i * 128, (i + 1) * 128)) as { seq: number }).seq), [5, 4]);
+      await log.close();
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
+  /** A log of three records, appended one group each; returns the head file's text and the records. */
+  async function threeRecords(d: string) {
+    const log = await AuditLog.open(d);
+    const recs = [await log.append(entry(1)), await log.append(entry(2)), await log.append(entry(3))];
+    await log.close();
+    return { text: await readFile(join(d, AUDIT_HEAD_FILE), 'latin1'), recs };
+  }
+  // Slot 0 holds seq 3 (the newest), slot 1 seq 2.
+  const slotEdits: Array<[string, (slots: [string, string]) => [string, string], { ok: true; headBehind: number } | { ok: false; problem: RegExp }]> = [
+    ['ok/the newest slot torn (a power cut during its write): the slot before it is the head, one record behind', ([a, b]) => ['\0'.repeat(40) + a.slice(40), b], { ok: true, headBehind: 1 }],
+    ['ok/the newest slot half new, half old bytes: its check fails, the slot before it is the head', ([a, b]) => [a.slice(0, 20) + b.slice(20), b], { ok: true, headBehind: 1 }],
+    ['ok/the older slot torn: the newest is the head', ([a, b]) => [a, ' '.repeat(127) + '\n'], { ok: true, headBehind: 0 }],
+    ['fail/both slots unreadable', () => ['x'.repeat(127) + '\n', ' '.repeat(127) + '\n'], { ok: false, problem: /head file cannot be read/ }],
+    ['fail/a slot whose seq was moved on without its check: passed over, and the other is edited likewise', ([a, b]) => [a.replace('"seq":3', '"seq":9'), b.replace('"seq":2', '"seq":8')], { ok: false, problem: /head file cannot be read/ }],
+  ];
+  for (const [name, edit, want] of slotEdits) {
+    test(name, async () => {
+      const d = await mkdtemp(join(tmpdir(), 'ra-mesh-audit-torn-'));
+      try {
+        const { text } = await threeRecords(d);
+        const [a, b] = edit([text.slice(0, 128), text.slice(128)]);
+        assert.equal(a.length + b.length, 256);
+        await writeFile(join(d, AUDIT_HEAD_FILE), a + b, 'latin1');
+        const v = await verifyAuditLog(d);
+        assert.equal(v.ok, want.ok, JSON.stringify(v));
+        if (want.ok && v.ok) {
+          assert.equal(v.headBehind, want.headBehind);
+          // Opening it brings the head level again and the chain goes on.
+          const log = await AuditLog.open(d);
+          await log.append(entry(4));
+          await log.close();
+          const again = await verifyAuditLog(d);
+          assert.ok(again.ok && again.records === 4 && again.headBehind === 0, JSON.stringify(again));
+        }
+        if (!want.ok && !v.ok) {
+          assert.match(v.problem, want.problem);
+          await assert.rejects(AuditLog.open(d), /broken/);
+        }
+      } finally {
+        await rm(d, { recursive: true, force: true });
+      }
+    });
+  }
 
   test('ok/an append that fails part way (disk full) is cut back: the log stays whole and goes on', async () => {
     const d = await mkdtemp(join(tmpdir(), 'ra-mesh-audit-full-'));
@@ -148,9 +215,9 @@ describe('unit: audit log', () => {
   });
 });
 
-/** A head naming record `seq` of the pristine log, as the head file held it then. */
+/** A one-line head (the earlier form, still read) with the hash of the given head file and `seq`. */
 function headAt(h: string, seq: number): string {
-  return JSON.stringify({ ...(JSON.parse(h) as object), seq });
+  return JSON.stringify({ ...parseAuditHead(h).head!, seq });
 }
 
 /** Recomputes a record's own hash after an edit (what a careless forger would do). */
