@@ -16,7 +16,7 @@ export async function auditCommand(args: string[]): Promise<number> {
   const dir = values.dir ?? auditDir(topology, values.gateway ?? topology.gateway().id);
   const v = await verifyAuditLog(dir);
   if (v.ok) {
-    const behind = v.headBehind > 0 ? ` (the head file names record ${v.records - v.headBehind}: the gateway stopped between an append and its head update, or is writing; it brings the head up to date when it opens the log)` : '';
+    const behind = v.headBehind > 0 ? ` (the head file names record ${v.records - v.headBehind}: the gateway stopped between an append and its head update, is writing, or its last head write was torn by a power cut; it brings the head up to date when it opens the log)` : '';
     process.stdout.write(`audit log ${dir}: intact, ${v.records} records, head ${v.head}${behind}\n`);
     return 0;
   }
