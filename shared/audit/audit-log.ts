@@ -3,7 +3,7 @@
 // the chain from there on. The head (last seq and hash) is also kept in a separate file, so cutting
 // records off the end is detected too.
 // The head follows the log: it is written after each group of records is appended, and an append
-// resolves once its records are in the log (the head is not on the gateway's answer path). A log that
+// resolves once its records are in the log (it does not wait for the head to be on disk). A log that
 // runs ahead of its head, by the records of a crash between the two writes, is intact so long as the
 // head names one of its records; opening the log brings the head up to date. A log behind its head
 // (records cut off), or a head naming a record the log does not hold, is broken. The head file is made
@@ -17,11 +17,11 @@
 // The head file has two fixed-size slots, written in turn in place (one pwrite), each line carrying a
 // check over its seq and hash: a write torn by a power cut spoils only the slot it was writing, and the
 // other slot still holds the head before it (behind the log: intact). Writing a temporary file and
-// renaming it over the head instead cost 130 us of CPU and blocked the event loop for about 250 us per
-// group here (ext4: the rename over an existing file starts writeback of the new one), and groups are
-// mostly of one record (strace of the bench gateway: 2,526 renames for about 2,500 records); the answers
-// of a group wait for its head write. A head file of the earlier form (one JSON line) is still read, and replaced by
-// the two-slot form when the log is opened.
+// renaming it over the head instead cost 130 us of CPU and held the event loop for about 250 us per
+// group here (ext4: a rename over an existing file starts writeback of the new one), with groups mostly
+// of one record (strace of the bench gateway: 2,526 renames for about 2,500 records), and the callers of
+// a group's appends go on only once the synchronous head write has returned. A head file of the earlier
+// form (one JSON line) is still read, and replaced by the two-slot form when the log is opened.
 
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, ftruncateSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
@@ -293,7 +293,9 @@ export async function verifyAuditLog(dir: string): Promise<AuditVerification> {
         : `the head names record ${headFile.seq} with another hash than the log's (the head or the log changed)`,
     };
   }
-  if (parsedHead && !headFile) return { ok: false, records: seq, head: prev, badSeq: 1, problem: 'the head file cannot be read (no slot of it holds a head whose check holds)' };
+  if (parsedHead && !headFile) {
+    return { ok: false, records: seq, head: prev, badSeq: 1, problem: 'the head file cannot be read (no slot of it holds a head whose check holds)' };
+  }
   if (!headFile && seq > 0) return { ok: false, records: seq, head: prev, badSeq: 1, problem: 'the head file is missing' };
   return { ok: true, records: seq, head: prev, headBehind: headFile ? seq - headFile.seq : -1 };
 }
