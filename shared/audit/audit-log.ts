@@ -113,14 +113,19 @@ export function parseAuditHead(text: string): { head?: AuditHead; form: 'slots' 
   return { form: 'unreadable' };
 }
 
-/** The head file of the log in `dir` (undefined when there is none or none of it can be read). */
-export async function readAuditHead(dir: string): Promise<AuditHead | undefined> {
+/** The head file of the log in `dir`, parsed; undefined when there is none. */
+async function readHeadFile(dir: string): Promise<ReturnType<typeof parseAuditHead> | undefined> {
   try {
-    return parseAuditHead(await readFile(join(dir, AUDIT_HEAD_FILE), 'latin1')).head;
+    return parseAuditHead(await readFile(join(dir, AUDIT_HEAD_FILE), 'latin1'));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
   }
+}
+
+/** The head of the log in `dir` (undefined when there is no head file or none of it can be read). */
+export async function readAuditHead(dir: string): Promise<AuditHead | undefined> {
+  return (await readHeadFile(dir))?.head;
 }
 
 /** The hash of a record: over its canonical JSON without `hash` (keys in a fixed order). */
@@ -253,13 +258,7 @@ export async function verifyAuditLog(dir: string): Promise<AuditVerification> {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
-  let headText: string | undefined;
-  try {
-    headText = await readFile(join(dir, AUDIT_HEAD_FILE), 'latin1');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-  const parsedHead = headText === undefined ? undefined : parseAuditHead(headText);
+  const parsedHead = await readHeadFile(dir);
   const headFile = parsedHead?.head;
   const lines = text.split('\n').filter((l) => l.length > 0);
   let prev = GENESIS;
