@@ -1,29 +1,42 @@
 // Benchmark 3: the ACME edge against Pebble and Caddy's acme_server on the same machine in the same
 // run. The target's edge sits right under the gateway (ACME server + CA, as Pebble is in one process);
-// the same edge behind one relay is measured and reported too. Full orders per second (one account
-// reused, a fresh name and http-01 validation per order, the certificate downloaded) by one load client
-// (lib/acme-load.ts, run as its own process), at 1 and 16 orders in flight. Servers take turns within
+// the same edge behind one relay is measured and reported too. Full orders per second (accounts reused,
+// a fresh name and http-01 validation per order, the certificate downloaded) by one load client
+// (lib/acme-load.ts, run as its own process), at 1 and 16 orders in flight with an account per worker,
+// and at 16 with every worker on one account (the load of one busy client, e.g. a cert-manager
+// issuer; Caddy's acme_server fails it, see lib/acme-load.ts). Pebble is started afresh before each
+// of its turns (lib/peers.ts: it deadlocks under concurrent newOrders). Servers take turns within
 // each round (order rotated per round) and the ratios are taken within a round. CPU per order of the
 // server's processes is the scheduler's run time of their threads (/proc/<pid>/task/*/schedstat).
 
 import { loadavg } from 'node:os';
 import type { AcmePeer } from './lib/peers.js';
-import type { LoadResult } from './lib/acme-load.js';
+import type { LoadOptions, LoadResult } from './lib/acme-load.js';
 import { cpuRunMsOfAll, median, round, table } from './lib/stats.js';
 
 export interface AcmeEdgeOptions {
   servers: AcmePeer[];
   /** The servers that are ra-mesh edges, the target's first: the others are compared with them. */
   edges: string[];
-  concurrency: number[];
+  /** What each turn runs: orders in flight, and whose accounts. */
+  loads: Load[];
   rounds: number;
   windowMs: number;
   maxOrders: number;
   maxMs: number;
 }
 
+export interface Load {
+  concurrency: number;
+  accounts: NonNullable<LoadOptions['accounts']>;
+}
+
+/** A load's name in the tables and the JSON: "16", or "16 one account". */
+export const loadLabel = (l: Load) => (l.accounts === 'shared' && l.concurrency > 1 ? `${l.concurrency} one account` : String(l.concurrency));
+
 interface Run {
   server: string;
+  load: string;
   concurrency: number;
   round: number;
   result: LoadResult;
@@ -36,8 +49,10 @@ export async function acmeEdge(o: AcmeEdgeOptions & { cpuPids: (s: AcmePeer) => 
   const load: number[] = [];
   for (let r = 0; r < o.rounds && Date.now() - started < o.maxMs; r++) {
     const order = o.servers.map((_, i) => o.servers[(i + r) % o.servers.length]!);
-    for (const c of o.concurrency) {
+    for (const l of o.loads) {
+      const c = l.concurrency;
       for (const s of order) {
+        if (s.freshEachTurn) await s.restart!();
         const pids = o.cpuPids(s);
         const cpu0 = await cpuRunMsOfAll(pids);
         let result: LoadResult;
@@ -47,6 +62,7 @@ export async function acmeEdge(o: AcmeEdgeOptions & { cpuPids: (s: AcmePeer) => 
           caFile: s.caFile,
           http01Port: s.http01Port,
           concurrency: c,
+          accounts: l.accounts,
           maxOrders: o.maxOrders,
           maxMs: o.windowMs,
           domain: 'bench.test',
@@ -54,33 +70,36 @@ export async function acmeEdge(o: AcmeEdgeOptions & { cpuPids: (s: AcmePeer) => 
         } catch (e) {
           // One failed turn (e.g. the server stopped answering) is reported, not fatal: its round has no ratio.
           const msg = (e as Error).message.split('\n').find((l) => /Error|timeout/.test(l)) ?? (e as Error).message.split('\n')[0];
-          process.stdout.write(`[acme] ${s.name} at ${c} in flight, round ${r}: the load client failed (${msg}); turn skipped\n`);
+          process.stdout.write(`[acme] ${s.name} at ${loadLabel(l)} in flight, round ${r}: the load client failed (${msg}); turn skipped\n`);
           continue;
         }
         const cpu1 = await cpuRunMsOfAll(pids);
         // Warm-up orders (one per worker) ran in the same interval.
         const n = Math.max(1, result.orders + c);
         const cpuMsPerOrder = Object.fromEntries(pids.map(([id], i) => [id, round((cpu1[i]! - cpu0[i]!) / n, 1)]));
-        runs.push({ server: s.name, concurrency: c, round: r, result, cpuMsPerOrder });
+        runs.push({ server: s.name, load: loadLabel(l), concurrency: c, round: r, result, cpuMsPerOrder });
       }
     }
     load.push(loadavg()[0]!);
   }
   const names = o.servers.map((s) => s.name);
   const [edge, ...otherEdges] = o.edges as [string, ...string[]];
-  const ratio = (a: string, b: string, c: number) => {
+  const ratio = (a: string, b: string, l: string) => {
     const rs: number[] = [];
     for (let r = 0; r < load.length; r++) {
-      const x = runs.find((u) => u.server === a && u.concurrency === c && u.round === r);
-      const y = runs.find((u) => u.server === b && u.concurrency === c && u.round === r);
+      const x = runs.find((u) => u.server === a && u.load === l && u.round === r);
+      const y = runs.find((u) => u.server === b && u.load === l && u.round === r);
       // A turn with failed orders measured a server in trouble (Pebble has stalled for 30 s at times): no ratio from it.
       if (x && y && y.result.ordersPerSec > 0 && x.result.failed === 0 && y.result.failed === 0) rs.push(x.result.ordersPerSec / y.result.ordersPerSec);
     }
     return round(median(rs), 2);
   };
-  const rows = o.concurrency.flatMap((c) =>
+  const labels = o.loads.map(loadLabel);
+  const rows = o.loads.flatMap((ld) =>
     names.map((n) => {
-      const all = runs.filter((u) => u.server === n && u.concurrency === c);
+      const l = loadLabel(ld);
+      const c = ld.concurrency;
+      const all = runs.filter((u) => u.server === n && u.load === l);
       const clean = all.filter((u) => u.result.failed === 0);
       // Medians over the turns without failures when there are any (the failures are still counted below).
       const rs = clean.length > 0 ? clean : all;
@@ -88,7 +107,9 @@ export async function acmeEdge(o: AcmeEdgeOptions & { cpuPids: (s: AcmePeer) => 
       for (const k of Object.keys(rs[0]?.cpuMsPerOrder ?? {})) cpu[k] = round(median(rs.map((u) => u.cpuMsPerOrder[k]!)), 1);
       return {
         server: n,
+        load: l,
         concurrency: c,
+        accounts: ld.accounts,
         ordersPerSec: round(median(rs.map((u) => u.result.ordersPerSec)), 1),
         runs: rs.map((u) => round(u.result.ordersPerSec, 1)),
         p50Ms: round(median(rs.map((u) => u.result.p50Ms)), 1),
@@ -101,14 +122,14 @@ export async function acmeEdge(o: AcmeEdgeOptions & { cpuPids: (s: AcmePeer) => 
         cpuMsPerOrder: cpu,
         cpuMsPerOrderTotal: round(Object.values(cpu).reduce((a, b) => a + b, 0), 1),
         // orders/s of each edge over this server's, within a round (medians).
-        ...(o.edges.includes(n) ? {} : { edgesVsThis: Object.fromEntries(o.edges.map((e) => [e, ratio(e, n, c)])) as Record<string, number> }),
+        ...(o.edges.includes(n) ? {} : { edgesVsThis: Object.fromEntries(o.edges.map((e) => [e, ratio(e, n, l)])) as Record<string, number> }),
       };
     }),
   );
-  const vsPebble = (e: string) => Object.fromEntries(o.concurrency.map((c) => [c, ratio(e, 'pebble', c)]));
+  const vsPebble = (e: string) => Object.fromEntries(labels.map((l) => [l, ratio(e, 'pebble', l)]));
   const edgeVsPebble = vsPebble(edge);
   const result = {
-    what: 'full ACME orders/s (account reused, new name + http-01 per order, certificate downloaded), one load client for every server',
+    what: 'full ACME orders/s (accounts reused: one per worker, or one for all; new name + http-01 per order, certificate downloaded), one load client for every server',
     rounds: load.length,
     loadavg1: load.map((l) => round(l, 2)),
     rows,
@@ -119,6 +140,8 @@ export async function acmeEdge(o: AcmeEdgeOptions & { cpuPids: (s: AcmePeer) => 
       others: Object.fromEntries(otherEdges.map((e) => [e, vsPebble(e)])),
       met: Object.values(edgeVsPebble).every((x) => x >= 1),
     },
+    /** Servers started afresh before each of their turns (lib/peers.ts: Pebble). */
+    freshEachTurn: o.servers.filter((s) => s.freshEachTurn).map((s) => s.name),
     runs: runs.map((u) => ({ ...u, result: { ...u.result } })),
     ms: Date.now() - started,
   };
@@ -126,10 +149,10 @@ export async function acmeEdge(o: AcmeEdgeOptions & { cpuPids: (s: AcmePeer) => 
     `3. ACME orders/s: edge vs Pebble vs Caddy acme_server (${load.length} rounds, medians; load ${result.loadavg1.join('/')})`,
     ['server', 'in flight', 'orders/s', 'runs', 'p50 ms', 'p99 ms', 'failed', 'server cpu ms/order', ...o.edges.map((e) => `${e}/this`)],
     rows.map((r) => [
-      r.server, String(r.concurrency), r.ordersPerSec, r.runs.join(' '), r.p50Ms, r.p99Ms, String(r.failed),
+      r.server, r.load, r.ordersPerSec, r.runs.join(' '), r.p50Ms, r.p99Ms, String(r.failed),
       `${r.cpuMsPerOrderTotal} (${Object.entries(r.cpuMsPerOrder).map(([k, v]) => `${k} ${v}`).join(', ')})`,
       ...o.edges.map((e) => r.edgesVsThis?.[e] ?? ''),
     ]),
-  ) + o.edges.map((e) => `\n${e} / pebble: ${Object.entries(vsPebble(e)).map(([c, v]) => `${c} in flight ${v}`).join(', ')}`).join('');
+  ) + o.edges.map((e) => `\n${e} / pebble: ${Object.entries(vsPebble(e)).map(([l, v]) => `in flight ${l}: ${v}`).join(', ')}`).join('');
   return { name: 'acme-edge', result, text };
 }

@@ -15,7 +15,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../harness/ports.js';
-import { acmeEdge } from './acme-edge.js';
+import { acmeEdge, loadLabel } from './acme-edge.js';
 import { cryptoBench } from './crypto.js';
 import { DC, GATEWAY, natsPids, relayOf, startChainMesh, warmUpChains, type ChainMesh } from './lib/chain-mesh.js';
 import { startCaddy, startChallDns, startPebble, runClientHere, selfSignedTls, type AcmePeer, type Proc } from './lib/peers.js';
@@ -151,10 +151,18 @@ try {
       stop: async () => undefined,
     });
     const edges = [edgePeer('edge', ACME_EDGE_GW, [GATEWAY]), edgePeer('edge+relay', ACME_EDGE, [relayOf(1, 1), GATEWAY])];
+    // BENCH_ACME_SERVERS=edge,pebble and BENCH_ACME_LOADS=16 narrow the comparison (e.g. to profile one turn kind).
+    const pick = (v: string | undefined) => (v ? new Set(v.split(',').map((x) => x.trim())) : undefined);
+    const servers = pick(process.env.BENCH_ACME_SERVERS);
+    const loads = pick(process.env.BENCH_ACME_LOADS);
     const r = await acmeEdge({
-      servers: [...edges, pebble, ...(caddy ? [caddy] : [])],
+      servers: [...edges, pebble, ...(caddy ? [caddy] : [])].filter((s) => !servers || servers.has(s.name)),
       edges: edges.map((e) => e.name),
-      concurrency: [1, 16],
+      loads: ([
+        { concurrency: 1, accounts: 'per-worker' },
+        { concurrency: 16, accounts: 'per-worker' },
+        { concurrency: 16, accounts: 'shared' },
+      ] as const).filter((l) => !loads || loads.has(loadLabel(l))),
       rounds: 3,
       windowMs: S(5_000, 1_000),
       maxOrders: 2_000,

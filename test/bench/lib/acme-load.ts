@@ -1,6 +1,7 @@
 // The ACME load client of the benchmarks: the same code drives the ra-mesh edge, Pebble and Caddy's
-// acme_server. One account (reused by every order), then `concurrency` workers each run full RFC 8555
-// orders one after the other: newOrder, the authorization, the http-01 challenge (served by this
+// acme_server. `concurrency` workers each run full RFC 8555 orders one after the other, every worker
+// with an account of its own that all its orders reuse (accounts 'per-worker', the default), or all
+// workers on one account ('shared'): newOrder, the authorization, the http-01 challenge (served by this
 // client's own responder), polling the authorization, finalize, polling the order, downloading the
 // certificate. Connections are kept alive (one agent), JWS are signed with node:crypto (ES256) and CSRs
 // are built directly in DER, so the client spends little CPU of the machine it shares with the servers.
@@ -27,6 +28,13 @@ export interface LoadOptions {
   domain: string;
   /** Orders done before the measured window starts (connections, caches). Default concurrency. */
   warmupOrders?: number;
+  /**
+   * 'per-worker' (default): an account per worker. 'shared': every worker's orders on one account.
+   * Caddy's acme_server (smallstep's ACME code) fails concurrent newOrder and order polls of one
+   * account with serverInternal: it keeps the account's order list as one database value updated by
+   * compare-and-swap without retry (smallstep/certificates#340), so 'shared' measures that, not speed.
+   */
+  accounts?: 'per-worker' | 'shared';
 }
 
 export interface LoadResult {
@@ -36,6 +44,8 @@ export interface LoadResult {
   ordersPerSec: number;
   p50Ms: number;
   p99Ms: number;
+  /** Accounts the orders were made on. */
+  accounts: number;
   requests: number;
   badNonceRetries: number;
   errors: string[];
@@ -80,8 +90,14 @@ export function fastCsr(name: string, key: KeyObject, spki: Buffer): Buffer {
 
 // ---- the client ----
 
+/** The keep-alive connections of a load run. */
+function loadAgent(o: LoadOptions): Agent {
+  return new Agent({ keepAlive: true, ca: o.ca, maxSockets: o.concurrency * 2 });
+}
+
 export class AcmeLoadClient {
   private readonly agent: Agent;
+  private readonly ownAgent: boolean;
   private dir!: Record<string, string>;
   private readonly nonces: string[] = [];
   private readonly key: KeyObject;
@@ -93,8 +109,13 @@ export class AcmeLoadClient {
   requests = 0;
   badNonceRetries = 0;
 
-  constructor(readonly o: LoadOptions) {
-    this.agent = new Agent({ keepAlive: true, ca: o.ca, maxSockets: o.concurrency * 2 });
+  /** `agent`: connections shared with other clients (then close() leaves it open). */
+  constructor(
+    readonly o: LoadOptions,
+    agent?: Agent,
+  ) {
+    this.ownAgent = !agent;
+    this.agent = agent ?? loadAgent(o);
     const kp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     this.key = kp.privateKey;
     const j = kp.publicKey.export({ format: 'jwk' }) as Record<string, string>;
@@ -157,6 +178,7 @@ export class AcmeLoadClient {
         return await this.initOnce();
       } catch (e) {
         if (attempt >= 3) throw e;
+        // Fresh connections for the next attempt (the agent stays usable: it opens new ones).
         this.agent.destroy();
       }
     }
@@ -237,7 +259,7 @@ export class AcmeLoadClient {
   }
 
   close(): void {
-    this.agent.destroy();
+    if (this.ownAgent) this.agent.destroy();
   }
 }
 
@@ -271,28 +293,32 @@ export async function http01Responder(port: number): Promise<Http01Responder> {
   };
 }
 
-/** Runs the load: warm-up orders first, then the measured window bounded by count and time. */
+/** Runs the load: accounts and warm-up orders first, then the measured window bounded by count and time. */
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const responder = await http01Responder(o.http01Port);
-  const client = new AcmeLoadClient(o);
+  const agent = loadAgent(o);
+  const clients = Array.from({ length: o.accounts === 'shared' ? 1 : o.concurrency }, () => new AcmeLoadClient(o, agent));
+  /** Worker i's client (its account). */
+  const clientOf = (i: number) => clients[i % clients.length]!;
   const errors: string[] = [];
   let failed = 0;
   try {
-    await client.init();
+    for (const c of clients) await c.init();
+    const initRequests = clients.reduce((a, c) => a + c.requests, 0);
     const warm = o.warmupOrders ?? o.concurrency;
     await Promise.all(Array.from({ length: Math.min(warm, o.concurrency) }, async (_, i) => {
-      for (let k = i; k < warm; k += o.concurrency) await client.order(responder).catch((e: Error) => errors.length < 5 && errors.push(`warm-up: ${e.message}`));
+      for (let k = i; k < warm; k += o.concurrency) await clientOf(i).order(responder).catch((e: Error) => errors.length < 5 && errors.push(`warm-up: ${e.message}`));
     }));
     const lat: number[] = [];
     let started = 0;
     const t0 = performance.now();
     const deadline = t0 + o.maxMs;
-    await Promise.all(Array.from({ length: o.concurrency }, async () => {
+    await Promise.all(Array.from({ length: o.concurrency }, async (_, i) => {
       while (started < o.maxOrders && performance.now() < deadline) {
         started += 1;
         const s = performance.now();
         try {
-          await client.order(responder);
+          await clientOf(i).order(responder);
           lat.push(performance.now() - s);
         } catch (e) {
           failed += 1;
@@ -308,12 +334,15 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       ordersPerSec: lat.length / seconds,
       p50Ms: quantile(lat, 0.5),
       p99Ms: quantile(lat, 0.99),
-      requests: client.requests,
-      badNonceRetries: client.badNonceRetries,
+      accounts: clients.length,
+      // Requests of the warm-up orders and the window (not the directory and account creation).
+      requests: clients.reduce((a, c) => a + c.requests, 0) - initRequests,
+      badNonceRetries: clients.reduce((a, c) => a + c.badNonceRetries, 0),
       errors,
     };
   } finally {
-    client.close();
+    for (const c of clients) c.close();
+    agent.destroy();
     await responder.close();
   }
 }

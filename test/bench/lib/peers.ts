@@ -87,6 +87,9 @@ export interface AcmePeer {
   output?(): string;
   /** Runs the bench load client where it must run (the Caddy namespace) and returns its JSON. */
   runClient(args: Record<string, unknown>): Promise<unknown>;
+  /** Started afresh (empty state, same ports and certificate) before each of its turns (see startPebble). */
+  freshEachTurn?: boolean;
+  restart?(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -100,7 +103,7 @@ export async function runClientHere(args: Record<string, unknown>, prefix: strin
   return JSON.parse(line);
 }
 
-/** Pebble (PEERS.md): PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0, authorizations never reused. */
+/** Pebble (PEERS.md): PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0, authorizations never reused, restarted per turn. */
 export async function startPebble(dir: string, dns: string): Promise<AcmePeer> {
   const tls = await selfSignedTls(dir, 'pebble');
   const [port, mgmt, http01Port] = await freePorts(3);
@@ -117,18 +120,37 @@ export async function startPebble(dir: string, dns: string): Promise<AcmePeer> {
       externalAccountBindingRequired: false,
     },
   }));
-  const proc = startProc('pebble', ['-config', cfg, '-dnsserver', dns], {
-    env: { PEBBLE_VA_NOSLEEP: '1', PEBBLE_WFE_NONCEREJECT: '0', PEBBLE_AUTHZREUSE: '0' },
-    cwd: dir,
-  });
-  await waitFor('pebble', proc, () => /Listening on/i.test(proc.output()));
+  const start = async () => {
+    const p = startProc('pebble', ['-config', cfg, '-dnsserver', dns], {
+      env: { PEBBLE_VA_NOSLEEP: '1', PEBBLE_WFE_NONCEREJECT: '0', PEBBLE_AUTHZREUSE: '0' },
+      cwd: dir,
+    });
+    await waitFor('pebble', p, () => /Listening on/i.test(p.output()));
+    return p;
+  };
+  let proc = await start();
   return {
     name: 'pebble',
     directory: `https://127.0.0.1:${port}/dir`,
     caFile: tls.cert,
     http01Port,
     pids: () => [proc.child.pid!],
+    output: () => proc.output(),
     runClient: (args) => runClientHere(args),
+    // Same ports and TLS certificate; its state (accounts, orders) is in memory and starts empty.
+    // Before every turn, because Pebble 2.x deadlocks under concurrent newOrders and never recovers. From
+    // its goroutine dump: one newOrder holds a new authorization's lock while it adds the challenges
+    // (makeChallenges -> AddChallenge, which waits for the store's write lock); another newOrder holds
+    // the store's read lock in FindValidAuthorization (called also with PEBBLE_AUTHZREUSE=0), which
+    // takes every authorization's lock in turn and waits for that one; every later request parks on the
+    // store's lock. The scan grows with the authorizations held, so the longer Pebble runs the likelier
+    // it gets; a fresh Pebble per turn keeps a deadlock to its own turn (its orders fail: no ratio from
+    // it). A fresh Pebble is also its fastest, so the comparison is conservative.
+    freshEachTurn: true,
+    restart: async () => {
+      await proc.stop();
+      proc = await start();
+    },
     stop: () => proc.stop(),
   };
 }
