@@ -5,7 +5,7 @@
 // memory benchmark). Pebble and Caddy's acme_server run next to them for the ACME comparison. Prints
 // one table per benchmark and writes test-artifacts/bench/<name>.json plus summary.json (the targets).
 //
-//   npm run bench                      # everything (about 6-8 minutes on the 2-core machine)
+//   npm run bench                      # everything (about 8-10 minutes on the 2-core machine)
 //   npm run bench -- relay throughput  # a subset: crypto, relay, throughput, acme, memory
 //   BENCH_SCALE=0.3 npm run bench      # shorter windows and fewer samples (a smoke run)
 //   BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench -- acme   # profile the node processes
@@ -166,7 +166,7 @@ try {
       rounds: 3,
       windowMs: S(5_000, 1_000),
       maxOrders: 2_000,
-      maxMs: 240_000,
+      maxMs: 480_000,
       cpuPids: (s) => edges.find((e) => e.name === s.name)?.cpuPids() ?? s.pids().map((p): [string, number] => [s.name, p]),
     });
     summary.acmeEdge = r.result.target;
