@@ -27,6 +27,9 @@ export interface AcmeEdgeOptions {
   maxMs: number;
 }
 
+/** The options and where each server's CPU is read (the processes of an edge's path, or the server's own). */
+type Options = AcmeEdgeOptions & { cpuPids: (s: AcmePeer) => Array<[string, number]> };
+
 export interface Load {
   concurrency: number;
   accounts: NonNullable<LoadOptions['accounts']>;
@@ -47,7 +50,27 @@ interface Run {
   cpuMsPerOrder: Record<string, number>;
 }
 
-export async function acmeEdge(o: AcmeEdgeOptions & { cpuPids: (s: AcmePeer) => Array<[string, number]> }) {
+/** One turn: the load client's run against `s`, and the CPU per order of the server's processes. */
+async function runTurn(o: Options, s: AcmePeer, l: Load): Promise<Pick<Run, 'result' | 'cpuMsPerOrder'>> {
+  const pids = o.cpuPids(s);
+  const cpu0 = await cpuRunMsOfAll(pids);
+  const result = (await s.runClient({
+    directory: s.directory,
+    caFile: s.caFile,
+    http01Port: s.http01Port,
+    concurrency: l.concurrency,
+    accounts: l.accounts,
+    maxOrders: o.maxOrders,
+    maxMs: o.windowMs,
+    domain: 'bench.test',
+  })) as LoadResult;
+  const cpu1 = await cpuRunMsOfAll(pids);
+  // Warm-up orders (one per worker) ran in the same interval.
+  const n = Math.max(1, result.orders + l.concurrency);
+  return { result, cpuMsPerOrder: Object.fromEntries(pids.map(([id], i) => [id, round((cpu1[i]! - cpu0[i]!) / n, 1)])) };
+}
+
+export async function acmeEdge(o: Options) {
   const started = Date.now();
   const runs: Run[] = [];
   const failedTries: Record<string, number> = {};
@@ -55,42 +78,24 @@ export async function acmeEdge(o: AcmeEdgeOptions & { cpuPids: (s: AcmePeer) => 
   for (let r = 0; r < o.rounds && Date.now() - started < o.maxMs; r++) {
     const order = o.servers.map((_, i) => o.servers[(i + r) % o.servers.length]!);
     for (const l of o.loads) {
-      const c = l.concurrency;
       for (const s of order) {
         // A server started afresh per turn gets up to FRESH_RETRIES more tries when a turn has failed
         // orders (Pebble's deadlock): what is measured is its speed, not its bug. The failed tries are counted.
         for (let attempt = 0; ; attempt++) {
           if (s.freshEachTurn) await s.restart!();
-          const pids = o.cpuPids(s);
-          const cpu0 = await cpuRunMsOfAll(pids);
-          let result: LoadResult;
-          try {
-            result = (await s.runClient({
-              directory: s.directory,
-              caFile: s.caFile,
-              http01Port: s.http01Port,
-              concurrency: c,
-              accounts: l.accounts,
-              maxOrders: o.maxOrders,
-              maxMs: o.windowMs,
-              domain: 'bench.test',
-            })) as LoadResult;
-          } catch (e) {
+          const turn = await runTurn(o, s, l).catch((e: Error) => {
             // One failed turn (e.g. the server stopped answering) is reported, not fatal: its round has no ratio.
-            const msg = (e as Error).message.split('\n').find((l) => /Error|timeout/.test(l)) ?? (e as Error).message.split('\n')[0];
+            const msg = e.message.split('\n').find((x) => /Error|timeout/.test(x)) ?? e.message.split('\n')[0];
             process.stdout.write(`[acme] ${s.name} at ${loadLabel(l)} in flight, round ${r}: the load client failed (${msg}); turn skipped\n`);
-            break;
-          }
-          const cpu1 = await cpuRunMsOfAll(pids);
-          if (result.failed > 0 && s.freshEachTurn && attempt < FRESH_RETRIES) {
+            return undefined;
+          });
+          if (!turn) break;
+          if (turn.result.failed > 0 && s.freshEachTurn && attempt < FRESH_RETRIES) {
             failedTries[s.name] = (failedTries[s.name] ?? 0) + 1;
-            process.stdout.write(`[acme] ${s.name} at ${loadLabel(l)} in flight, round ${r}: ${result.failed} orders failed (${result.errors[0] ?? ''}); again on a fresh one\n`);
+            process.stdout.write(`[acme] ${s.name} at ${loadLabel(l)} in flight, round ${r}: ${turn.result.failed} orders failed (${turn.result.errors[0] ?? ''}); again on a fresh one\n`);
             continue;
           }
-          // Warm-up orders (one per worker) ran in the same interval.
-          const n = Math.max(1, result.orders + c);
-          const cpuMsPerOrder = Object.fromEntries(pids.map(([id], i) => [id, round((cpu1[i]! - cpu0[i]!) / n, 1)]));
-          runs.push({ server: s.name, load: loadLabel(l), concurrency: c, round: r, result, cpuMsPerOrder });
+          runs.push({ server: s.name, load: loadLabel(l), concurrency: l.concurrency, round: r, ...turn });
           break;
         }
       }

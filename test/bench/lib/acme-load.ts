@@ -341,7 +341,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       errors,
     };
   } finally {
-    for (const c of clients) c.close();
+    // The clients share the agent (their close() leaves it open).
     agent.destroy();
     await responder.close();
   }
