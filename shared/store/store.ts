@@ -16,9 +16,25 @@ const CACHE_MAX_VALUE = 16 * 1024;
  * write goes through `Collection.put/del` or `NodeStore.batch`, which update it as the write is issued,
  * keep it readable until it is done, and drop the key again if the write fails. Each read returns a
  * fresh object.
+ *
+ * Writes reach LevelDB in the order they were issued. classic-level runs each put, del and batch as
+ * its own job on the libuv pool and leaves the order of concurrent ones undefined (Level/classic-level#40,
+ * Level/leveldown#799): two puts of one key issued back to back could land in either order, so the
+ * disk could keep the older value while the cache (and every read until a restart) had the newer
+ * one. Here every write joins one queue; while a LevelDB batch is under way the writes issued
+ * meanwhile wait and then go down together as one atomic batch, in issue order (a group commit, as
+ * LevelDB's own writer queue does for concurrent writers). So what a crash of the process leaves is always a prefix
+ * of the writes in issue order. A group LevelDB refuses is written again one write at a time, so
+ * only the refused write fails.
  */
 export class NodeStore {
   readonly #collections = new Map<string, Collection<unknown>>();
+  /** Writes issued and not yet handed to LevelDB, oldest first. */
+  #queue: QueuedWrite[] = [];
+  /** The group LevelDB is writing now, if any (the queue waits for it). */
+  #draining?: Promise<void>;
+  /** Reads on the libuv pool (of a collection still opening): the next group waits for them. */
+  readonly #reads = new Set<Promise<unknown>>();
 
   private constructor(private readonly db: Level<string, unknown>, readonly dir: string) {}
 
@@ -33,7 +49,13 @@ export class NodeStore {
   collection<T>(name: string): Collection<T> {
     let c = this.#collections.get(name);
     if (!c) {
-      c = new Collection<unknown>(this.db.sublevel<string, unknown>(name, { valueEncoding: 'json' }) as unknown as SubDb<unknown>);
+      c = new Collection<unknown>(this.db.sublevel<string, unknown>(name, { valueEncoding: 'json' }) as unknown as SubDb<unknown>, {
+        enqueue: (ops) => this.#enqueue(ops),
+        reading: (p) => {
+          this.#reads.add(p);
+          void p.finally(() => this.#reads.delete(p));
+        },
+      });
       this.#collections.set(name, c);
     }
     return c as Collection<T>;
@@ -43,13 +65,7 @@ export class NodeStore {
   async batch(ops: Array<{ coll: Collection<unknown>; type: 'put'; key: string; value: unknown } | { coll: Collection<unknown>; type: 'del'; key: string }>): Promise<void> {
     const gens = ops.map((o) => o.coll.cache.write(o.key, o.type === 'put' ? o.value : undefined));
     try {
-      await this.db.batch(
-        ops.map((o) =>
-          o.type === 'put'
-            ? { type: 'put' as const, key: o.key, value: o.value, sublevel: o.coll.db as never }
-            : { type: 'del' as const, key: o.key, sublevel: o.coll.db as never },
-        ),
-      );
+      await this.#enqueue(ops.map((o) => levelOp(o.coll, o.type, o.key, o.type === 'put' ? o.value : undefined)));
     } catch (e) {
       ops.forEach((o, i) => o.coll.cache.forget(o.key, gens[i]!));
       throw e;
@@ -57,14 +73,68 @@ export class NodeStore {
     ops.forEach((o, i) => o.coll.cache.written(o.key, gens[i]!));
   }
 
+  /** Queues one atomic write; it settles once LevelDB has it (or refused it). */
+  #enqueue(ops: LevelOp[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ ops, resolve, reject });
+      this.#draining ??= this.#drain();
+    });
+  }
+
+  /** Hands the queue to LevelDB group by group, in issue order, until it is empty. */
+  async #drain(): Promise<void> {
+    // Let the writes of this turn of the event loop join the first group.
+    await Promise.resolve();
+    while (this.#queue.length > 0) {
+      let n = 0;
+      let count = 0;
+      while (n < this.#queue.length && (n === 0 || count + this.#queue[n]!.ops.length <= GROUP_MAX_OPS)) count += this.#queue[n++]!.ops.length;
+      const group = this.#queue.splice(0, n);
+      // A read issued before these writes must not see them: one answered on the pool (a collection made
+      // a moment ago) runs before the group does. A read issued after a write of its key never goes to the
+      // disk while that write is under way (the cache holds it), so this waits only for older reads.
+      if (this.#reads.size > 0) await Promise.all(this.#reads);
+      try {
+        await this.db.batch(group.length === 1 ? group[0]!.ops : group.flatMap((w) => w.ops));
+        for (const w of group) w.resolve();
+      } catch (e) {
+        if (group.length === 1) {
+          group[0]!.reject(e);
+          continue;
+        }
+        // A LevelDB batch is all or nothing: none of the group is written. Each write alone, in order,
+        // so that only the one LevelDB refuses (e.g. an undefined value) fails.
+        for (const w of group) await this.db.batch(w.ops).then(w.resolve, w.reject);
+      }
+    }
+    this.#draining = undefined;
+  }
+
   /** Every entry of every collection, keys as level writes them ("!<collection>!<key>"): for diagnostics and tests. */
   async *dump(): AsyncGenerator<[string, unknown]> {
     for await (const [k, v] of this.db.iterator()) yield [k, v];
   }
 
+  /** Closes the database once the writes issued before are in it. */
   async close(): Promise<void> {
+    while (this.#draining) await this.#draining;
     await this.db.close();
   }
+}
+
+/** Most writes LevelDB is handed at once (a backlog drained after a stall goes down in groups of this size). */
+const GROUP_MAX_OPS = 1024;
+
+type LevelOp = { type: 'put'; key: string; value: unknown; sublevel: never } | { type: 'del'; key: string; sublevel: never };
+
+interface QueuedWrite {
+  ops: LevelOp[];
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+function levelOp(coll: Collection<unknown>, type: 'put' | 'del', key: string, value: unknown): LevelOp {
+  return type === 'put' ? { type, key, value, sublevel: coll.db as never } : { type, key, sublevel: coll.db as never };
 }
 
 interface SubDb<T> {
@@ -72,8 +142,6 @@ interface SubDb<T> {
   readonly status: string;
   get(key: string): Promise<T | undefined>;
   getSync(key: string): T | undefined;
-  put(key: string, value: T): Promise<void>;
-  del(key: string): Promise<void>;
   iterator(opts?: { gte?: string; lt?: string; limit?: number }): AsyncIterable<[string, T]>;
 }
 
@@ -162,7 +230,11 @@ export class Collection<T> {
   /** @internal NodeStore.batch keeps it current. */
   readonly cache = new ReadCache();
 
-  constructor(readonly db: SubDb<T>) {}
+  /** `store` is the NodeStore's ordered write queue, and where a read on the pool is announced to it. */
+  constructor(
+    readonly db: SubDb<T>,
+    private readonly store: { enqueue(ops: LevelOp[]): Promise<void>; reading(p: Promise<unknown>): void },
+  ) {}
 
   async get(key: string): Promise<T | undefined> {
     const c = this.cache.lookup(key);
@@ -174,24 +246,30 @@ export class Collection<T> {
     // check of a new request) mostly from the bloom filter. It holds the event loop for the read, at worst
     // one block read from disk.
     // A sublevel made a moment ago is still opening: the async get() waits for that.
-    const v = (this.db.status === 'open' ? this.db.getSync(key) : await this.db.get(key)) ?? undefined;
+    let v: T | undefined;
+    if (this.db.status === 'open') v = this.db.getSync(key) ?? undefined;
+    else {
+      const reading = this.db.get(key);
+      this.store.reading(reading.catch(() => undefined));
+      v = (await reading) ?? undefined;
+    }
     this.cache.fill(key, v, mark);
     return v;
   }
 
   async put(key: string, value: T): Promise<void> {
-    await this.#write(key, value, () => this.db.put(key, value));
+    await this.#write('put', key, value);
   }
 
   async del(key: string): Promise<void> {
-    await this.#write(key, undefined, () => this.db.del(key));
+    await this.#write('del', key, undefined);
   }
 
-  /** One write of `key` (`value` undefined: a delete), seen by reads from the moment it is issued. */
-  async #write(key: string, value: T | undefined, write: () => Promise<void>): Promise<void> {
+  /** One write of `key`, seen by reads from the moment it is issued. */
+  async #write(type: 'put' | 'del', key: string, value: T | undefined): Promise<void> {
     const gen = this.cache.write(key, value);
     try {
-      await write();
+      await this.store.enqueue([levelOp(this as Collection<unknown>, type, key, value)]);
     } catch (e) {
       this.cache.forget(key, gen);
       throw e;

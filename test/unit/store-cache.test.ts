@@ -1,11 +1,13 @@
 // The node store's read cache (shared/store/store.ts) against a real LevelDB in a temp dir: what a
 // read returns is always what the database holds (checked by reopening it), whatever the order of
-// writes, deletes, batches, failed writes and reads racing writes.
+// writes, deletes, batches, failed writes and reads racing writes; and writes issued together reach
+// LevelDB one group at a time, in the order they were issued.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { Level } from 'level';
 import { CACHE_ENTRIES, NodeStore } from '../../shared/store/index.js';
 
 async function withDb(fn: (db: NodeStore, dir: string) => Promise<void>) {
@@ -151,6 +153,120 @@ test('ok/seeded-random-operations-match-the-database', async () => {
       for (let i = 0; i < keys; i++) assert.deepEqual(await d.get(`k${i}`), model.get(`k${i}`), `k${i} on disk`);
     } finally {
       await again.close();
+    }
+  });
+});
+
+test('ok/writes-issued-together-reach-the-disk-in-issue-order', async () => {
+  // classic-level leaves the order of concurrent writes undefined (each is a job on the libuv pool):
+  // the store must put them down in the order they were issued, or the disk keeps an older value than
+  // every read saw until the restart.
+  await withDb(async (db, dir) => {
+    const c = db.collection<number>('x');
+    const d = db.collection<number>('y');
+    const writes: Array<Promise<void>> = [];
+    for (let round = 0; round <= 41; round++) {
+      for (let k = 0; k < 25; k++) {
+        writes.push(c.put(`k${k}`, round));
+        if (round % 3 === 0) writes.push(c.del(`k${k}`));
+        writes.push(db.batch([
+          { coll: d as never, type: 'put', key: `k${k}`, value: round },
+          ...(round % 4 === 0 ? [{ coll: d as never, type: 'del' as const, key: `k${k}` }] : []),
+        ]));
+      }
+    }
+    await Promise.all(writes);
+    await db.close();
+    const again = await NodeStore.open(dir);
+    try {
+      for (let k = 0; k < 25; k++) {
+        assert.equal(await again.collection<number>('x').get(`k${k}`), 41, `x/k${k}: the last put`);
+        assert.equal(await again.collection<number>('y').get(`k${k}`), 41, `y/k${k}: the last batch`);
+      }
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+test('fail/a-refused-write-among-others-fails-alone', async () => {
+  // Writes issued together go down as one LevelDB batch; one that LevelDB refuses must not take the
+  // others with it.
+  await withDb(async (db, dir) => {
+    const c = db.collection<unknown>('x');
+    const a = c.put('a', 1);
+    const bad = c.put('b', undefined);
+    const b2 = db.batch([{ coll: c as never, type: 'put', key: 'c', value: 3 }]);
+    const bad2 = db.batch([
+      { coll: c as never, type: 'put', key: 'd', value: 4 },
+      { coll: c as never, type: 'put', key: 'e', value: undefined },
+    ]);
+    const last = c.put('f', 6);
+    await assert.rejects(bad);
+    await assert.rejects(bad2);
+    await Promise.all([a, b2, last]);
+    await db.close();
+    const again = await NodeStore.open(dir);
+    try {
+      const x = again.collection<unknown>('x');
+      assert.deepEqual([await x.get('a'), await x.get('b'), await x.get('c'), await x.get('d'), await x.get('e'), await x.get('f')], [1, undefined, 3, undefined, undefined, 6]);
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+test('ok/one-leveldb-write-at-a-time-in-issue-order', async () => {
+  // The mechanism behind the issue order, watched where classic-level hands writes to its native
+  // binding (Level's own _put/_del/_batch, which every write path ends in): never two under way at
+  // once, and the keys in the order they were issued. Writes issued meanwhile are grouped.
+  const proto = Level.prototype as unknown as Record<'_put' | '_del' | '_batch', (...a: unknown[]) => Promise<void>>;
+  const orig = { _put: proto._put, _del: proto._del, _batch: proto._batch };
+  const seen: string[] = [];
+  let inFlight = 0;
+  let maxInFlight = 0;
+  let calls = 0;
+  const watch = (name: keyof typeof orig, keysOf: (a: unknown[]) => string[]) =>
+    async function (this: unknown, ...a: unknown[]) {
+      calls += 1;
+      inFlight += 1;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      seen.push(...keysOf(a));
+      try {
+        return await orig[name].apply(this, a);
+      } finally {
+        inFlight -= 1;
+      }
+    };
+  // Keys as the root sees them ("!x!k1"): the collection's name is the sublevel's prefix.
+  const plain = (k: unknown) => String(k).replace(/^!\w+!/, '');
+  await withDb(async (db) => {
+    const c = db.collection<number>('x');
+    await c.put('warm', 0);
+    proto._put = watch('_put', (a) => [plain(a[0])]);
+    proto._del = watch('_del', (a) => [plain(a[0])]);
+    proto._batch = watch('_batch', (a) => (a[0] as Array<{ key: unknown }>).map((o) => plain(o.key)));
+    try {
+      const issued: string[] = [];
+      const writes: Array<Promise<void>> = [];
+      for (let i = 0; i < 120; i++) {
+        const k = `k${i % 7}`;
+        if (i % 5 === 0) {
+          writes.push(db.batch([{ coll: c as never, type: 'put', key: k, value: i }, { coll: c as never, type: 'del', key: `${k}-b` }]));
+          issued.push(k, `${k}-b`);
+        } else {
+          writes.push(i % 3 === 0 ? c.del(k) : c.put(k, i));
+          issued.push(k);
+        }
+        // Now and then a later turn of the event loop, while a group is under way.
+        if (i % 40 === 39) await new Promise((r) => setImmediate(r));
+      }
+      await Promise.all(writes);
+      assert.equal(maxInFlight, 1, 'LevelDB writes under way at once');
+      assert.deepEqual(seen, issued, 'keys in the order they were issued');
+      assert.ok(calls < 120, `${calls} LevelDB writes for 120 issued: grouped`);
+    } finally {
+      Object.assign(proto, orig);
     }
   });
 });
