@@ -6,7 +6,7 @@
 // one table per benchmark and writes test-artifacts/bench/<name>.json plus summary.json (the targets).
 //
 //   npm run bench                      # everything (about 8-10 minutes on the 2-core machine)
-//   npm run bench -- relay throughput  # a subset: crypto, relay, throughput, acme, memory
+//   npm run bench -- relay throughput  # a subset: crypto, store, relay, throughput, acme, memory
 //   BENCH_SCALE=0.3 npm run bench      # shorter windows and fewer samples (a smoke run)
 //   BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench -- acme   # profile the node processes
 //   BENCH_NODE_ARGS=... BENCH_NODE_ARGS_FOR=gw,d1-r1 npm run bench -- relay        # only those nodes
@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { freePort } from '../harness/ports.js';
 import { acmeEdge, loadLabel } from './acme-edge.js';
 import { cryptoBench } from './crypto.js';
+import { storeBench } from './store.js';
 import { DC, GATEWAY, natsPids, relayOf, startChainMesh, warmUpChains, type ChainMesh } from './lib/chain-mesh.js';
 import { startCaddy, startChallDns, startPebble, runClientHere, selfSignedTls, type AcmePeer, type Proc } from './lib/peers.js';
 import { round, table, writeJson } from './lib/stats.js';
@@ -28,7 +29,7 @@ import { throughput } from './throughput.js';
 /** Thrown to skip the mesh when only in-process benchmarks were asked for. */
 class Done extends Error {}
 
-const ALL = ['crypto', 'relay', 'throughput', 'acme', 'memory'] as const;
+const ALL = ['crypto', 'store', 'relay', 'throughput', 'acme', 'memory'] as const;
 type Bench = (typeof ALL)[number];
 const asked = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const selected = new Set<Bench>(asked.length ? (asked.filter((a) => (ALL as readonly string[]).includes(a)) as Bench[]) : ALL);
@@ -60,6 +61,10 @@ try {
   if (selected.has('crypto')) {
     log('0. signatures per hop (in-process)');
     await done(await cryptoBench({ ops: S(2_000, 100) }));
+  }
+  if (selected.has('store')) {
+    log('0b. store writes (in-process)');
+    await done(await storeBench({ writes: S(20_000, 1_000), repeats: 3 }));
   }
   const needMesh = ['relay', 'throughput', 'acme', 'memory'].some((b) => selected.has(b as Bench));
   if (!needMesh) throw new Done();
