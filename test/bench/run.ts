@@ -63,7 +63,7 @@ try {
     await done(await cryptoBench({ ops: S(2_000, 100) }));
   }
   if (selected.has('store')) {
-    log('0b. store writes (in-process)');
+    log('0c. store writes (in-process)');
     await done(await storeBench({ writes: S(20_000, 1_000), repeats: 3 }));
   }
   const needMesh = ['relay', 'throughput', 'acme', 'memory'].some((b) => selected.has(b as Bench));

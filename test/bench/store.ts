@@ -1,4 +1,4 @@
-// Benchmark 0b (in-process, a few seconds): the node store's write path (shared/store/store.ts) against
+// Benchmark 0c (in-process, a few seconds): the node store's write path (shared/store/store.ts) against
 // LevelDB written directly, on a real LevelDB in a temp dir each.
 // - node store: what every node writes through: writes go down in issue order, the ones issued while a
 //   LevelDB batch is under way together as the next batch (a group commit), and each write also updates
@@ -90,7 +90,7 @@ export async function storeBench(o: { writes: number; repeats: number }) {
   const ratios = Object.fromEntries([1, 16, 64].map((n) => [n, { writesPerSec: ratio(n, 'perSec'), cpuPerWrite: ratio(n, 'cpuUs') }]));
   const text =
     table(
-      `0b. Store writes: node store (issue order, group commit) vs level direct (${o.writes} puts per run, ${o.repeats} runs each, medians)`,
+      `0c. Store writes: node store (issue order, group commit) vs level direct (${o.writes} puts per run, ${o.repeats} runs each, medians)`,
       ['in flight', 'write path', 'writes/s', 'runs', 'cpu us/write'],
       rows.map((r) => [r.inFlight, r.kind, r.perSec, r.runs.join(' '), r.cpuUs]),
     ) + `\nnode store / level direct: ${Object.entries(ratios).map(([n, r]) => `${n} in flight: writes/s ${r.writesPerSec}, cpu/write ${r.cpuPerWrite}`).join('; ')}`;
