@@ -21,16 +21,16 @@ const CACHE_MAX_VALUE = 16 * 1024;
  * its own job on the libuv pool and leaves the order of concurrent ones undefined (Level/classic-level#40,
  * Level/leveldown#799): two puts of one key issued back to back could land in either order, so the
  * disk could keep the older value while the cache (and every read until a restart) had the newer
- * one. Here every write joins one queue; while a LevelDB batch is under way the writes issued
+ * one. Here every write joins one queue; while a LevelDB write is under way the writes issued
  * meanwhile wait and then go down together as one atomic batch, in issue order (a group commit, as
- * LevelDB's own writer queue does for concurrent writers). So what a crash of the process leaves is always a prefix
- * of the writes in issue order. A group LevelDB refuses is written again one write at a time, so
- * only the refused write fails. The price is one LevelDB write under way at a time: `npm run bench --
- * store` puts 80-125k writes/s through a store at 16 and 64 in flight where unordered direct writes
- * manage 150-200k (LevelDB groups the writers it finds waiting, several pool threads at once), at
- * about the same CPU per write; a node writes a few thousand a second at most. Ordering each key alone
- * instead (tried) kept the parallelism but cost twice the CPU per write: LevelDB found fewer writers to
- * group.
+ * LevelDB's own writer queue does for concurrent writers). So what a crash of the process leaves is
+ * always a prefix of the writes in issue order. A group LevelDB refuses is written again one write at
+ * a time, so only the refused write fails. The price is one LevelDB write under way at a time:
+ * `npm run bench -- store` puts 80-125k writes/s through a store at 16 and 64 in flight where unordered
+ * direct writes manage 140-200k (LevelDB groups the writers it finds waiting, several pool threads at
+ * once), at about the same CPU per write; a node writes a few thousand a second at most. Ordering each
+ * key alone instead (tried) kept the parallelism but cost twice the CPU per write: LevelDB found fewer
+ * writers to group.
  */
 export class NodeStore {
   readonly #collections = new Map<string, Collection<unknown>>();
