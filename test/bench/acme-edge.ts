@@ -6,8 +6,8 @@
 // and at 16 with every worker on one account (the load of one busy client, e.g. a cert-manager
 // issuer; Caddy's acme_server fails it, see lib/acme-load.ts). Pebble is started afresh before each
 // of its turns (lib/peers.ts: it deadlocks under concurrent newOrders), and a turn of it with failed
-// orders is run again, twice at most (the JSON counts those tries). Servers take turns within
-// each round (order rotated per round) and the ratios are taken within a round. CPU per order of the
+// orders, or whose load client gave up, is run again, twice at most (the JSON counts those tries).
+// Servers take turns within each round (order rotated per round) and the ratios are taken within a round. CPU per order of the
 // server's processes is the scheduler's run time of their threads (/proc/<pid>/task/*/schedstat).
 
 import { loadavg } from 'node:os';
@@ -83,13 +83,18 @@ export async function acmeEdge(o: Options) {
         // orders (Pebble's deadlock): what is measured is its speed, not its bug. The failed tries are counted.
         for (let attempt = 0; ; attempt++) {
           if (s.freshEachTurn) await s.restart!();
-          const turn = await runTurn(o, s, l).catch((e: Error) => {
-            // One failed turn (e.g. the server stopped answering) is reported, not fatal: its round has no ratio.
-            const msg = e.message.split('\n').find((x) => /Error|timeout/.test(x)) ?? e.message.split('\n')[0];
-            process.stdout.write(`[acme] ${s.name} at ${loadLabel(l)} in flight, round ${r}: the load client failed (${msg}); turn skipped\n`);
-            return undefined;
-          });
-          if (!turn) break;
+          const turn = await runTurn(o, s, l).catch((e: Error) => e);
+          if (turn instanceof Error) {
+            // The load client gave up (e.g. newAccount timed out: the server stopped answering before the
+            // window). A server started afresh per turn gets another try, as for failed orders below; else
+            // the turn is reported, not fatal: its round has no ratio.
+            const msg = turn.message.split('\n').find((x) => /Error|timeout/.test(x)) ?? turn.message.split('\n')[0];
+            const again = s.freshEachTurn === true && attempt < FRESH_RETRIES;
+            if (again) failedTries[s.name] = (failedTries[s.name] ?? 0) + 1;
+            process.stdout.write(`[acme] ${s.name} at ${loadLabel(l)} in flight, round ${r}: the load client failed (${msg}); ${again ? 'again on a fresh one' : 'turn skipped'}\n`);
+            if (again) continue;
+            break;
+          }
           if (turn.result.failed > 0 && s.freshEachTurn && attempt < FRESH_RETRIES) {
             failedTries[s.name] = (failedTries[s.name] ?? 0) + 1;
             process.stdout.write(`[acme] ${s.name} at ${loadLabel(l)} in flight, round ${r}: ${turn.result.failed} orders failed (${turn.result.errors[0] ?? ''}); again on a fresh one\n`);
