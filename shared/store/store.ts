@@ -55,7 +55,7 @@ export class NodeStore {
     let c = this.#collections.get(name);
     if (!c) {
       c = new Collection<unknown>(this.db.sublevel<string, unknown>(name, { valueEncoding: 'json' }) as unknown as SubDb<unknown>, {
-        enqueue: (ops) => this.#enqueue(ops),
+        batch: (ops) => this.batch(ops),
         reading: (p) => {
           this.#reads.add(p);
           void p.finally(() => this.#reads.delete(p));
@@ -66,11 +66,15 @@ export class NodeStore {
     return c as Collection<T>;
   }
 
-  /** Atomic multi-collection write. */
+  /** Atomic multi-collection write (Collection.put/del are batches of one), seen by reads from the moment it is issued. */
   async batch(ops: Array<{ coll: Collection<unknown>; type: 'put'; key: string; value: unknown } | { coll: Collection<unknown>; type: 'del'; key: string }>): Promise<void> {
     const gens = ops.map((o) => o.coll.cache.write(o.key, o.type === 'put' ? o.value : undefined));
     try {
-      await this.#enqueue(ops.map((o) => levelOp(o.coll, o.type, o.key, o.type === 'put' ? o.value : undefined)));
+      await this.#enqueue(
+        ops.map((o): LevelOp =>
+          o.type === 'put' ? { type: 'put', key: o.key, value: o.value, sublevel: o.coll.db as never } : { type: 'del', key: o.key, sublevel: o.coll.db as never },
+        ),
+      );
     } catch (e) {
       ops.forEach((o, i) => o.coll.cache.forget(o.key, gens[i]!));
       throw e;
@@ -146,10 +150,6 @@ interface QueuedWrite {
   ops: LevelOp[];
   resolve: () => void;
   reject: (e: unknown) => void;
-}
-
-function levelOp(coll: Collection<unknown>, type: 'put' | 'del', key: string, value: unknown): LevelOp {
-  return type === 'put' ? { type, key, value, sublevel: coll.db as never } : { type, key, sublevel: coll.db as never };
 }
 
 interface SubDb<T> {
@@ -247,10 +247,10 @@ export class Collection<T> {
   /** @internal NodeStore.batch keeps it current. */
   readonly cache = new ReadCache();
 
-  /** `store` is the NodeStore's ordered write queue, and where a read on the pool is announced to it. */
+  /** `store` is the NodeStore: its batch writes, and a read on the pool is announced to it. */
   constructor(
     readonly db: SubDb<T>,
-    private readonly store: { enqueue(ops: LevelOp[]): Promise<void>; reading(p: Promise<unknown>): void },
+    private readonly store: { batch: NodeStore['batch']; reading(p: Promise<unknown>): void },
   ) {}
 
   async get(key: string): Promise<T | undefined> {
@@ -274,24 +274,13 @@ export class Collection<T> {
     return v;
   }
 
+  /** A batch of one write (NodeStore.batch keeps the cache and the order). */
   async put(key: string, value: T): Promise<void> {
-    await this.#write('put', key, value);
+    await this.store.batch([{ coll: this as Collection<unknown>, type: 'put', key, value }]);
   }
 
   async del(key: string): Promise<void> {
-    await this.#write('del', key, undefined);
-  }
-
-  /** One write of `key`, seen by reads from the moment it is issued. */
-  async #write(type: 'put' | 'del', key: string, value: T | undefined): Promise<void> {
-    const gen = this.cache.write(key, value);
-    try {
-      await this.store.enqueue([levelOp(this as Collection<unknown>, type, key, value)]);
-    } catch (e) {
-      this.cache.forget(key, gen);
-      throw e;
-    }
-    this.cache.written(key, gen);
+    await this.store.batch([{ coll: this as Collection<unknown>, type: 'del', key }]);
   }
 
   async *entries(opts: { prefix?: string; limit?: number } = {}): AsyncGenerator<[string, T]> {
