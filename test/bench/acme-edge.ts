@@ -80,25 +80,27 @@ export async function acmeEdge(o: Options) {
     for (const l of o.loads) {
       for (const s of order) {
         // A server started afresh per turn gets up to FRESH_RETRIES more tries when a turn has failed
-        // orders (Pebble's deadlock): what is measured is its speed, not its bug. The failed tries are counted.
+        // orders or its load client gave up (Pebble's deadlock; e.g. newAccount timed out before the
+        // window): what is measured is its speed, not its bug. The failed tries are counted.
         for (let attempt = 0; ; attempt++) {
           if (s.freshEachTurn) await s.restart!();
           const turn = await runTurn(o, s, l).catch((e: Error) => e);
-          if (turn instanceof Error) {
-            // The load client gave up (e.g. newAccount timed out: the server stopped answering before the
-            // window). A server started afresh per turn gets another try, as for failed orders below; else
-            // the turn is reported, not fatal: its round has no ratio.
-            const msg = turn.message.split('\n').find((x) => /Error|timeout/.test(x)) ?? turn.message.split('\n')[0];
-            const again = s.freshEachTurn === true && attempt < FRESH_RETRIES;
-            if (again) failedTries[s.name] = (failedTries[s.name] ?? 0) + 1;
-            process.stdout.write(`[acme] ${s.name} at ${loadLabel(l)} in flight, round ${r}: the load client failed (${msg}); ${again ? 'again on a fresh one' : 'turn skipped'}\n`);
-            if (again) continue;
-            break;
-          }
-          if (turn.result.failed > 0 && s.freshEachTurn && attempt < FRESH_RETRIES) {
+          const trouble =
+            turn instanceof Error
+              ? `the load client failed (${turn.message.split('\n').find((x) => /Error|timeout/.test(x)) ?? turn.message.split('\n')[0]})`
+              : turn.result.failed > 0
+                ? `${turn.result.failed} orders failed (${turn.result.errors[0] ?? ''})`
+                : undefined;
+          const say = (then: string) => process.stdout.write(`[acme] ${s.name} at ${loadLabel(l)} in flight, round ${r}: ${trouble}; ${then}\n`);
+          if (trouble && s.freshEachTurn && attempt < FRESH_RETRIES) {
             failedTries[s.name] = (failedTries[s.name] ?? 0) + 1;
-            process.stdout.write(`[acme] ${s.name} at ${loadLabel(l)} in flight, round ${r}: ${turn.result.failed} orders failed (${turn.result.errors[0] ?? ''}); again on a fresh one\n`);
+            say('again on a fresh one');
             continue;
+          }
+          if (turn instanceof Error) {
+            // Reported, not fatal: its round has no ratio.
+            say('turn skipped');
+            break;
           }
           runs.push({ server: s.name, load: loadLabel(l), concurrency: l.concurrency, round: r, ...turn });
           break;
