@@ -13,12 +13,13 @@ import {
   ReplayGuard,
   signCrlMessage,
   signResult,
-  verifyEnvelope,
+  verifyMessage,
   type EdgePayload,
   type NodeKey,
   type ResultPayload,
   type RevokePayload,
   type VerifiedEnvelope,
+  type VerifiedMessage,
 } from '../../shared/envelope/index.js';
 import { RaError, toRaError } from '../../shared/errors/index.js';
 import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
@@ -74,6 +75,8 @@ const casFailures = new WeakSet<object>();
 
 /** How often the current CRL is published down to every edge (also at start and after each revocation). */
 const CRL_PUBLISH_INTERVAL_MS = 10 * 60_000;
+/** Requests of one bundle handled at once. */
+const BUNDLE_PARALLEL = 8;
 
 /**
  * The root gateway: verifies the whole envelope chain against the topology, applies the final policy
@@ -213,21 +216,47 @@ export class GatewayService {
     this.log.info('gateway stopped');
   }
 
-  /** One inbound message: acked once its result is stored (and sent), or dropped when it is not acceptable. */
+  /**
+   * One inbound message (a lone envelope or a relay's bundle): acked once the result of every request
+   * it carries is stored (and sent), dropped when nothing in it is acceptable, delivered again when a
+   * request could not be handled now (the others are then answered from the result store).
+   */
   private async onEnvelope(data: Uint8Array, info: MessageInfo): Promise<Disposition> {
     const recvAt = info.recvAt;
-    let env: VerifiedEnvelope;
+    let msg: VerifiedMessage;
     try {
-      env = await verifyEnvelope(new TextDecoder().decode(data), { topology: this.topology, verifier: this.nodeId, keys: this.keys, replay: this.replay });
+      msg = await verifyMessage(new TextDecoder().decode(data), { topology: this.topology, verifier: this.nodeId, keys: this.keys, replay: this.replay });
     } catch (e) {
-      const err = toRaError(e);
       // A malformed or forged envelope is dropped and logged; it never crashes the node.
       // The id is the bus header's claim (the envelope did not verify).
-      this.metrics.rejected(err.reason ?? err.type, info.envelopeId);
-      this.metrics.hopDone('rejected', recvAt);
-      this.log.warn({ envelopeId: info.envelopeId, from: info.from, reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
+      this.reject(toRaError(e), info, recvAt, info.envelopeId);
       return 'drop';
     }
+    for (const r of msg.rejected) this.reject(r.error, info, recvAt, r.id);
+    if (msg.envelopes.length === 0) return msg.excluded.length > 0 ? 'ack' : 'drop';
+    const done: Disposition[] = [];
+    // A bundle's requests BUNDLE_PARALLEL at a time: the CA service sees no more than that per message.
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(BUNDLE_PARALLEL, msg.envelopes.length) }, async () => {
+        while (next < msg.envelopes.length) {
+          const env = msg.envelopes[next++]!;
+          done.push(await this.answer(env, info, recvAt));
+        }
+      }),
+    );
+    if (done.includes('retry')) return 'retry';
+    return done.every((d) => d === 'drop') ? 'drop' : 'ack';
+  }
+
+  private reject(err: RaError, info: MessageInfo, recvAt: number, envelopeId: string | undefined): void {
+    this.metrics.rejected(err.reason ?? err.type, envelopeId);
+    this.metrics.hopDone('rejected', recvAt);
+    this.log.warn({ envelopeId, from: info.from, reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
+  }
+
+  /** One verified request: its result stored and sent ('ack'), or 'retry' / 'drop'. */
+  private async answer(env: VerifiedEnvelope, info: MessageInfo, recvAt: number): Promise<Disposition> {
     const id = env.payload.id;
     const log = this.log.child({ envelopeId: id, origin: env.payload.origin.node });
     log.debug({ from: info.from, waitMs: info.waitMs, hops: env.hops.map((h) => ({ node: h.node, ms: (h.sentAt ?? h.recvAt) - h.recvAt })) }, 'envelope received');

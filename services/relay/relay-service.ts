@@ -10,12 +10,14 @@ import {
   loadOrCreateMeshNodeKey,
   ReplayGuard,
   signResult,
-  verifyEnvelope,
-  wrapEnvelope,
+  verifyMessage,
   type NodeKey,
   type ResultPayload,
+  type VerifiedEnvelope,
+  type VerifiedMessage,
 } from '../../shared/envelope/index.js';
-import { toRaError } from '../../shared/errors/index.js';
+import { toRaError, type RaError } from '../../shared/errors/index.js';
+import { Bundler } from './bundler.js';
 import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
 import { enforceHop, PolicyLayer } from '../../shared/policy/index.js';
 import { enforceValidationMethods } from '../../shared/envelope/validation-methods.js';
@@ -30,9 +32,21 @@ export interface RelayServiceOptions {
 
 /**
  * A relay RA: verifies what its children send (the whole chain below it, against the topology),
- * enforces its own policy layer, wraps and countersigns the envelope and forwards it to its parent.
- * A refusal is signed by the relay and sent straight back to the origin edge.
+ * enforces its own policy layer on every request, countersigns and forwards to its parent: alone, or
+ * under load with what else is ready in one bundle (bundler.ts). A refusal is signed by the relay and
+ * sent straight back to the origin edge; a bundle goes on with the refused requests excluded.
  */
+/**
+ * The largest bundle this relay makes: every relay above wraps it again in a bundle layer, whose
+ * base64url payload is 4/3 of what it holds plus its own members, and what reaches the gateway must
+ * stay within envelope.bundle.maxBytes.
+ */
+export function bundleBytesAt(topology: Topology, nodeId: string): number {
+  let above = 0;
+  for (let n = topology.node(topology.node(nodeId).parent!); n.role === 'relay'; n = topology.node(n.parent!)) above++;
+  return Math.floor(topology.config.envelope.bundle.maxBytes * 0.75 ** above) - 2048 * above;
+}
+
 export class RelayService {
   private nc?: NatsConnection;
   private metricsOf?: NodeMetrics;
@@ -48,6 +62,7 @@ export class RelayService {
     return this.metricsServer?.url;
   }
   private queue?: EnvelopeQueue;
+  private bundler?: Bundler;
   private readonly replay: ReplayGuard;
   private readonly layer: PolicyLayer;
   private readonly ttlMs: number;
@@ -88,6 +103,15 @@ export class RelayService {
     this.metrics.watchNats(this.nc);
     const queue = (this.queue = await EnvelopeQueue.open(this.nc, this.topology, this.nodeId, { log: this.log, observer: this.metrics }));
     this.metrics.bind({ inFlight: () => queue.inFlight, queued: () => queue.depth(), links: () => queue.linkStates() });
+    const { bundle } = this.topology.config.envelope;
+    this.bundler = new Bundler({
+      key: this.key,
+      policy: this.layer.label,
+      ttlMs: this.ttlMs,
+      maxEnvelopes: bundle.maxEnvelopes,
+      maxBytes: bundleBytesAt(this.topology, this.nodeId),
+      send: (jws, envelopeId, msgId) => queue.send(jws, envelopeId, msgId),
+    });
     this.queue.consume((data, info) => this.onEnvelope(data, info));
     this.log.info({ parent: this.parent, policy: this.layer.label }, 'relay started');
   }
@@ -99,22 +123,63 @@ export class RelayService {
     this.log.info('relay stopped');
   }
 
-  /** One inbound message: acked once forwarded into this relay's outbound stream (or refused). */
+  /**
+   * One inbound message (a lone envelope or a child's bundle): acked once what it carries is refused
+   * or forwarded into this relay's outbound stream.
+   */
   private async onEnvelope(data: Uint8Array, info: MessageInfo): Promise<Disposition> {
     const recvAt = info.recvAt;
     const jws = new TextDecoder().decode(data);
-    let env;
+    let msg: VerifiedMessage;
     try {
-      env = await verifyEnvelope(jws, { topology: this.topology, verifier: this.nodeId, keys: this.keys, replay: this.replay });
+      msg = await verifyMessage(jws, { topology: this.topology, verifier: this.nodeId, keys: this.keys, replay: this.replay });
     } catch (e) {
-      const err = toRaError(e);
       // Malformed, forged or replayed envelopes are dropped and logged; they never crash the relay.
       // The id is the bus header's claim (the envelope did not verify).
-      this.metrics.rejected(err.reason ?? err.type, info.envelopeId);
-      this.metrics.hopDone('rejected', recvAt);
-      this.log.warn({ envelopeId: info.envelopeId, from: info.from, reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
+      this.reject(toRaError(e), info, recvAt, info.envelopeId);
       return 'drop';
     }
+    // A request of a bundle that does not verify is left out here; it is named upstream when its id is known.
+    const exclude: string[] = [];
+    for (const r of msg.rejected) {
+      this.reject(r.error, info, recvAt, r.id);
+      if (r.id) exclude.push(r.id);
+    }
+    const refused = await Promise.all(msg.envelopes.map((env) => this.judge(env, info, recvAt)));
+    msg.envelopes.forEach((env, i) => refused[i] && exclude.push(env.payload.id));
+    const forwarded = msg.envelopes.filter((_, i) => !refused[i]);
+    if (forwarded.length === 0) return msg.envelopes.length > 0 || msg.excluded.length > 0 ? 'ack' : 'drop';
+    const id = msg.bundled ? (info.envelopeId ?? forwarded[0]!.payload.id) : forwarded[0]!.payload.id;
+    try {
+      await this.bundler!.forward({
+        jws,
+        id,
+        msgId: info.msgId ?? id,
+        recvAt,
+        exclude,
+        requests: msg.envelopes.length + msg.rejected.length + msg.excluded.length,
+        bundled: msg.bundled,
+      });
+    } catch (e) {
+      this.log.warn({ err: e, envelopeId: id }, 'could not store the envelope in the outbound stream; will retry');
+      for (const _ of forwarded) this.metrics.hopDone('retry', recvAt);
+      return 'retry';
+    }
+    for (const env of forwarded) {
+      this.log.debug({ envelopeId: env.payload.id, parent: this.parent, redelivery: env.redelivery, bundled: msg.bundled }, 'envelope forwarded');
+      this.metrics.hopDone('forwarded', recvAt);
+    }
+    return 'ack';
+  }
+
+  private reject(err: RaError, info: MessageInfo, recvAt: number, envelopeId: string | undefined): void {
+    this.metrics.rejected(err.reason ?? err.type, envelopeId);
+    this.metrics.hopDone('rejected', recvAt);
+    this.log.warn({ envelopeId, from: info.from, reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
+  }
+
+  /** This relay's policy layer on one request; a refusal is signed here and sent to the edge. True when refused. */
+  private async judge(env: VerifiedEnvelope, info: MessageInfo, recvAt: number): Promise<boolean> {
     const id = env.payload.id;
     const log = this.log.child({ envelopeId: id, origin: env.payload.origin.node });
     log.debug({ from: info.from, waitMs: info.waitMs, redelivery: env.redelivery }, 'envelope received');
@@ -127,6 +192,7 @@ export class RelayService {
         // SCEP validation methods only from edges the topology gives a scep block.
         enforceValidationMethods(this.topology, env.payload);
       }
+      return false;
     } catch (e) {
       const err = toRaError(e);
       log.info({ problem: err.type, detail: err.detail }, 'request refused by this layer');
@@ -145,21 +211,8 @@ export class RelayService {
       this.publish(downSubject(env.payload.origin.node), await signResult(result, this.key), id);
       this.metrics.refused(this.nodeId, err.type, id, err.detail);
       this.metrics.hopDone('refused', recvAt);
-      return 'ack';
+      return true;
     }
-    const wrapped = await wrapEnvelope(jws, { node: this.nodeId, recvAt, policy: this.layer.label, decision: 'allow' }, this.key, { ttlMs: this.ttlMs });
-    try {
-      // Forwarded under the Nats-Msg-Id it came with: a JetStream redelivery of this copy is a
-      // duplicate upstream, an edge's retransmit (a new copy) is not.
-      await this.queue!.send(wrapped, id, info.msgId ?? id);
-    } catch (e) {
-      log.warn({ err: e }, 'could not store the envelope in the outbound stream; will retry');
-      this.metrics.hopDone('retry', recvAt);
-      return 'retry';
-    }
-    log.debug({ parent: this.parent, redelivery: env.redelivery }, 'envelope forwarded');
-    this.metrics.hopDone('forwarded', recvAt);
-    return 'ack';
   }
 
   private publish(subject: string, jws: string, id: string): void {

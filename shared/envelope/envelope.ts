@@ -4,13 +4,17 @@ import { RaError } from '../errors/index.js';
 import { checkSize, checkVersion, rejection, signJson, verifyLayer } from './jws.js';
 import type { KeyRing, NodeKey } from './node-keys.js';
 import type { ReplayGuard } from './replay-guard.js';
-import { CRL_REASONS, describeIssues, edgePayloadSchema, relayPayloadSchema, revokePayloadSchema } from './schemas.js';
+import { bundlePayloadSchema, CRL_REASONS, describeIssues, edgePayloadSchema, relayPayloadSchema, revokePayloadSchema } from './schemas.js';
 
 // The signed CSR envelope, version 1. The edge signs an EdgePayload; each relay wraps the JWS it
-// received in a RelayPayload of its own (nested JWS, one hop record per relay). Verification peels
-// the layers outer to inner and checks the signers against the topology path edge -> ... -> verifier.
+// received in a RelayPayload of its own (nested JWS, one hop record per relay), or several JWS it
+// received in one BundlePayload (a tree: one countersignature and one hop record for all of them).
+// Verification peels the layers outer to inner and checks every signer against the topology path
+// edge -> ... -> verifier; each request of a bundle is verified, and accepted or rejected, on its own.
 
 export const ENVELOPE_TYP = 'ra-mesh+jws';
+/** The `typ` of a bundle layer: its size bound (envelope.bundle.maxBytes) is known before any parsing. */
+export const BUNDLE_TYP = 'ra-mesh-bundle+jws';
 
 export interface ValidationRecord {
   /**
@@ -114,6 +118,22 @@ export interface RelayPayload {
   exp: number;
 }
 
+/**
+ * A relay's bundle layer: what it received, each JWS as it came (edge envelope, relay layer or bundle),
+ * under one countersignature. Its hop record stands for every request inside.
+ */
+export interface BundlePayload {
+  v: 1;
+  bundle: string[];
+  /** Requests inside that this relay refused or rejected (it answered their edge): not handled above. */
+  exclude?: string[];
+  hop: HopRecord;
+  /** Seconds. */
+  iat: number;
+  /** Seconds. */
+  exp: number;
+}
+
 export type NewEdgePayloadInput = Omit<EdgePayload, 'v' | 'kind' | 'id' | 'iat' | 'exp' | 'nonce'> & {
   ttlMs: number;
   id?: string;
@@ -197,6 +217,28 @@ export async function wrapEnvelope(
   return signJson(res.data, key, ENVELOPE_TYP);
 }
 
+/** Countersigns several received envelopes as one bundle layer; `hop.sentAt` is the signing time. */
+export async function bundleEnvelopes(
+  items: string[],
+  hop: Omit<HopRecord, 'sentAt'>,
+  key: NodeKey,
+  opts: { ttlMs: number; exclude?: string[]; now?: number },
+): Promise<string> {
+  const now = opts.now ?? Date.now();
+  const payload: BundlePayload = {
+    v: 1,
+    bundle: items,
+    ...(opts.exclude?.length ? { exclude: opts.exclude } : {}),
+    hop: { node: hop.node, recvAt: hop.recvAt, sentAt: now, policy: hop.policy, decision: hop.decision },
+    iat: Math.floor(now / 1000),
+    exp: Math.floor((now + opts.ttlMs) / 1000),
+  };
+  const res = bundlePayloadSchema.safeParse(payload);
+  if (!res.success) refuseToSign('a bundle layer', describeIssues(res.error));
+  if (hop.node !== key.kid) refuseToSign('a bundle layer', `hop.node "${hop.node}" is not the signer "${key.kid}"`);
+  return signJson(res.data, key, BUNDLE_TYP);
+}
+
 export interface VerifiedEnvelope<P extends AnyEdgePayload = AnyEdgePayload> {
   /** The edge's payload: narrow on `payload.kind`. */
   payload: P;
@@ -234,62 +276,168 @@ function checkTimes(p: { iat: number; exp: number }, now: number, skewMs: number
   if (p.iat * 1000 > now + skewMs) throw rejection('future', `${what} is dated in the future (${new Date(p.iat * 1000).toISOString()})`);
 }
 
+/** A request inside a bundle that did not verify: refused alone, the rest of the bundle stands. */
+export interface RejectedRequest {
+  error: RaError;
+  /** The request's id, when its edge payload was read before the check that failed. */
+  id?: string;
+}
+
+/** What one message carried: a lone envelope, or the requests of a bundle tree. */
+export interface VerifiedMessage {
+  /** The requests that verified, in the order they were packed. */
+  envelopes: VerifiedEnvelope[];
+  /** Requests of a bundle that did not verify (a lone envelope that fails throws instead). */
+  rejected: RejectedRequest[];
+  /** Ids a relay below excluded (it refused or rejected them and answered their edge). */
+  excluded: string[];
+  /** True when the message holds a bundle layer. */
+  bundled: boolean;
+}
+
+interface Walk {
+  opts: VerifyOptions;
+  now: number;
+  skew: number;
+  maxBytes: number;
+  bundleMaxBytes: number;
+  out: VerifiedMessage;
+}
+
+/** The signers and hop records outside the layer being read, outer to inner. */
+interface Outside {
+  signers: string[];
+  hops: HopRecord[];
+  exclude: ReadonlySet<string>;
+}
+
+const ids = new WeakMap<object, string>();
+
 /**
- * Verifies an envelope as received by `verifier`, layer by layer from the outside in:
- * size (before any parsing), then per layer alg, typ, kid, signature, the signer's place in the
- * topology (outermost: a child of the verifier, else 'wrong-parent'; inner: a child of the layer
- * outside it, else 'path'), version, shape, hop/origin node = signer, expiry and issue time.
- * The ReplayGuard is asked last, once everything else has passed.
+ * Verifies a message as received by `verifier`, layer by layer from the outside in: size (before any
+ * parsing), then per layer alg, typ, kid, signature, the signer's place in the topology (outermost: a
+ * child of the verifier, else 'wrong-parent'; inner: a child of the layer outside it, else 'path'),
+ * version, shape, hop/origin node = signer, expiry and issue time. The ReplayGuard is asked last for
+ * each request, once everything else on its path has passed. A failure outside every bundle (or in
+ * the outermost layer) throws: the whole message is refused. Inside a bundle each item stands alone.
+ */
+export async function verifyMessage(jws: string, opts: VerifyOptions): Promise<VerifiedMessage> {
+  const env = opts.topology.config.envelope;
+  const w: Walk = {
+    opts,
+    now: opts.now ?? Date.now(),
+    skew: opts.clockSkewMs ?? clockSkewMs(opts.topology),
+    maxBytes: env.maxBytes,
+    bundleMaxBytes: env.bundle.maxBytes,
+    out: { envelopes: [], rejected: [], excluded: [], bundled: false },
+  };
+  await walk(jws, w, { signers: [], hops: [], exclude: new Set() });
+  return w.out;
+}
+
+/** The `typ` of a compact JWS's header, read without checking anything else (undefined if unreadable). */
+function peekTyp(jws: unknown): unknown {
+  if (typeof jws !== 'string') return undefined;
+  const dot = jws.indexOf('.');
+  if (dot <= 0 || dot > 1024) return undefined;
+  try {
+    return (JSON.parse(Buffer.from(jws.slice(0, dot), 'base64url').toString('utf8')) as { typ?: unknown })?.typ;
+  } catch {
+    return undefined;
+  }
+}
+
+async function walk(current: string, w: Walk, outside: Outside): Promise<void> {
+  const { topology, verifier, keys } = w.opts;
+  const depth = outside.signers.length + 1;
+  const what = depth === 1 ? 'envelope' : `envelope layer ${depth}`;
+  // The size bound before any parsing: a bundle's (its typ says so, and its signature must agree), else an envelope's.
+  const bundled = peekTyp(current) === BUNDLE_TYP;
+  checkSize(current, bundled ? w.bundleMaxBytes : w.maxBytes, what);
+  if (depth > topology.nodes.length) throw rejection('path', `${what}: more layers than the topology has nodes`);
+  const { kid, payload } = await verifyLayer(current, { topology, keys, typ: bundled ? BUNDLE_TYP : ENVELOPE_TYP, what });
+  const node = topology.node(kid);
+  const wrapper = outside.signers.at(-1);
+  if (wrapper === undefined) {
+    if (node.parent !== verifier) throw rejection('wrong-parent', `${what}: signer "${kid}" is not a child of "${verifier}"`);
+  } else if (node.parent !== wrapper) {
+    throw rejection('path', `${what}: signer "${kid}" is not a child of "${wrapper}", which wrapped it`);
+  }
+  checkVersion(payload, what);
+
+  if (bundled) {
+    if (node.role !== 'relay') throw rejection('path', `${what}: "${kid}" is ${article(node.role)}; only relays bundle envelopes`);
+    const res = bundlePayloadSchema.safeParse(payload);
+    if (!res.success) throw rejection('malformed', `${what}: ${describeIssues(res.error)}`);
+    const layer = res.data;
+    if (layer.bundle.length > topology.config.envelope.bundle.maxEnvelopes) {
+      throw rejection('oversize', `${what}: ${layer.bundle.length} envelopes in one bundle (at most ${topology.config.envelope.bundle.maxEnvelopes})`);
+    }
+    if (layer.hop.node !== kid) throw rejection('path', `${what}: hop record names "${layer.hop.node}" but "${kid}" signed it`);
+    checkTimes(layer, w.now, w.skew, what);
+    w.out.bundled = true;
+    const exclude = layer.exclude?.length ? new Set([...outside.exclude, ...layer.exclude]) : outside.exclude;
+    const inner: Outside = { signers: [...outside.signers, kid], hops: [...outside.hops, layer.hop], exclude };
+    // Items one after another: the replay guard sees them in order (a second copy of an id in one
+    // bundle is a redelivery, or a replay when its content differs).
+    for (const item of layer.bundle) {
+      try {
+        await walk(item, w, inner);
+      } catch (e) {
+        const error = toRejection(e);
+        const id = ids.get(error);
+        w.out.rejected.push({ error, ...(id ? { id } : {}) });
+      }
+    }
+    return;
+  }
+  if ('bundle' in payload) throw rejection('malformed', `${what}: a bundle layer whose typ is not ${BUNDLE_TYP}`);
+  if ('inner' in payload) {
+    if (node.role !== 'relay') throw rejection('path', `${what}: "${kid}" is ${article(node.role)}; only relays wrap envelopes`);
+    const res = relayPayloadSchema.safeParse(payload);
+    if (!res.success) throw rejection('malformed', `${what}: ${describeIssues(res.error)}`);
+    const layer = res.data;
+    if (layer.hop.node !== kid) throw rejection('path', `${what}: hop record names "${layer.hop.node}" but "${kid}" signed it`);
+    checkTimes(layer, w.now, w.skew, what);
+    return walk(layer.inner, w, { signers: [...outside.signers, kid], hops: [...outside.hops, layer.hop], exclude: outside.exclude });
+  }
+
+  if (node.role !== 'edge') throw rejection('path', `${what}: the innermost signer "${kid}" is ${article(node.role)}, not an edge`);
+  // The kind selects the shape; an unknown kind fails the issue schema's literal ('malformed').
+  const res = (payload.kind === 'revoke' ? revokePayloadSchema : edgePayloadSchema).safeParse(payload);
+  if (!res.success) throw rejection('malformed', `${what}: ${describeIssues(res.error)}`);
+  const edge: AnyEdgePayload = res.data;
+  if (outside.exclude.has(edge.id)) {
+    w.out.excluded.push(edge.id);
+    return;
+  }
+  try {
+    if (edge.origin.node !== kid) throw rejection('path', `${what}: origin.node "${edge.origin.node}" but "${kid}" signed it`);
+    checkTimes(edge, w.now, w.skew, what);
+    const digest = contentDigest(edge);
+    const replay = w.opts.replay;
+    const redelivery = replay ? replay.check(edge.id, edge.nonce, digest, { expiresAt: edge.exp * 1000 + w.skew, now: w.now }) === 'redelivery' : false;
+    const path = [...outside.signers, kid].reverse();
+    w.out.envelopes.push({ payload: edge, path, hops: [...outside.hops].reverse(), digest, redelivery });
+  } catch (e) {
+    const error = toRejection(e);
+    ids.set(error, edge.id);
+    throw error;
+  }
+}
+
+function toRejection(e: unknown): RaError {
+  return e instanceof RaError ? e : rejection('malformed', (e as Error)?.message ?? String(e), e);
+}
+
+/**
+ * Verifies a lone envelope (no bundle layer) as received by `verifier`: verifyMessage's checks, and
+ * any failure throws. Returns the one request.
  */
 export async function verifyEnvelope(jws: string, opts: VerifyOptions): Promise<VerifiedEnvelope> {
-  const { topology, verifier, keys } = opts;
-  const now = opts.now ?? Date.now();
-  const skew = opts.clockSkewMs ?? clockSkewMs(topology);
-  checkSize(jws, topology.config.envelope.maxBytes, 'envelope');
-
-  const signers: string[] = []; // outer to inner
-  const hops: HopRecord[] = []; // outer to inner
-  let current = jws;
-  let outside: string | undefined;
-  for (let depth = 1; ; depth++) {
-    const what = depth === 1 ? 'envelope' : `envelope layer ${depth}`;
-    if (depth > topology.nodes.length) throw rejection('path', `${what}: more layers than the topology has nodes`);
-    const { kid, payload } = await verifyLayer(current, { topology, keys, typ: ENVELOPE_TYP, what });
-    const node = topology.node(kid);
-    if (outside === undefined) {
-      if (node.parent !== verifier) throw rejection('wrong-parent', `${what}: signer "${kid}" is not a child of "${verifier}"`);
-    } else if (node.parent !== outside) {
-      throw rejection('path', `${what}: signer "${kid}" is not a child of "${outside}", which wrapped it`);
-    }
-    checkVersion(payload, what);
-
-    if ('inner' in payload) {
-      if (node.role !== 'relay') throw rejection('path', `${what}: "${kid}" is ${article(node.role)}; only relays wrap envelopes`);
-      const res = relayPayloadSchema.safeParse(payload);
-      if (!res.success) throw rejection('malformed', `${what}: ${describeIssues(res.error)}`);
-      const layer = res.data;
-      if (layer.hop.node !== kid) throw rejection('path', `${what}: hop record names "${layer.hop.node}" but "${kid}" signed it`);
-      checkTimes(layer, now, skew, what);
-      signers.push(kid);
-      hops.push(layer.hop);
-      outside = kid;
-      current = layer.inner;
-      continue;
-    }
-
-    if (node.role !== 'edge') throw rejection('path', `${what}: the innermost signer "${kid}" is ${article(node.role)}, not an edge`);
-    // The kind selects the shape; an unknown kind fails the issue schema's literal ('malformed').
-    const res = (payload.kind === 'revoke' ? revokePayloadSchema : edgePayloadSchema).safeParse(payload);
-    if (!res.success) throw rejection('malformed', `${what}: ${describeIssues(res.error)}`);
-    const edge: AnyEdgePayload = res.data;
-    if (edge.origin.node !== kid) throw rejection('path', `${what}: origin.node "${edge.origin.node}" but "${kid}" signed it`);
-    checkTimes(edge, now, skew, what);
-    signers.push(kid);
-
-    const digest = contentDigest(edge);
-    const redelivery = opts.replay ? opts.replay.check(edge.id, edge.nonce, digest, { expiresAt: edge.exp * 1000 + skew, now }) === 'redelivery' : false;
-    return { payload: edge, path: signers.reverse(), hops: hops.reverse(), digest, redelivery };
-  }
+  const msg = await verifyMessage(jws, opts);
+  if (msg.bundled) throw rejection('malformed', 'a bundle where a lone envelope was expected');
+  return msg.envelopes[0]!;
 }
 
 /**

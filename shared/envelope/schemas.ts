@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { DURATION_RE } from '../config/duration.js';
 import type { CrlMessage } from './crl.js';
-import type { EdgePayload, HopRecord, RelayPayload, RevokePayload } from './envelope.js';
+import type { BundlePayload, EdgePayload, HopRecord, RelayPayload, RevokePayload } from './envelope.js';
 import type { ResultPayload } from './result.js';
 
 // Shapes of everything signed on the mesh. Signed payloads are strict: an unknown member is a
@@ -105,6 +105,22 @@ export const relayPayloadSchema = z
   })
   .refine((p) => p.exp > p.iat, { message: 'exp must be after iat', path: ['exp'] });
 
+/**
+ * A relay's bundle layer: several envelopes it received (each as it arrived: an edge JWS, a relay layer
+ * or a child's bundle) under one countersignature and one hop record. `exclude`: ids of requests inside
+ * it that this relay refused or rejected (already answered to their edge): no node above handles them.
+ */
+export const bundlePayloadSchema = z
+  .strictObject({
+    v: z.literal(1),
+    bundle: z.array(z.string().min(1)).min(1).max(4096),
+    exclude: z.array(z.guid()).max(4096).optional(),
+    hop: hopRecordSchema,
+    iat: seconds,
+    exp: seconds,
+  })
+  .refine((p) => p.exp > p.iat, { message: 'exp must be after iat', path: ['exp'] });
+
 const problemIdentifierSchema = z.looseObject({ type: z.string(), value: z.string() });
 
 export const problemDocumentSchema = z.looseObject({
@@ -180,5 +196,6 @@ const schemasMatchTypes: [
   [z.output<typeof resultPayloadSchema>] extends [ResultPayload] ? true : false,
   Same<z.output<typeof revokePayloadSchema>, RevokePayload>,
   Same<z.output<typeof crlMessageSchema>, CrlMessage>,
-] = [true, true, true, true, true, true];
+  Same<z.output<typeof bundlePayloadSchema>, BundlePayload>,
+] = [true, true, true, true, true, true, true];
 void schemasMatchTypes;

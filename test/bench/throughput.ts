@@ -60,6 +60,10 @@ async function window(cm: ChainMesh, depth: number, inFlight: number, count: num
     }),
   );
   const seconds = (performance.now() - t0) / 1000;
+  if (failed > 0) {
+    // What the chain's processes said (warnings and errors: RA_MESH_LOG_LEVEL, default error).
+    for (const p of cm.procs.values()) if (p.id === 'gw' || p.id.startsWith(`d${depth}-`)) console.error(`[${p.id}] ${p.output().slice(-4000)}`);
+  }
   if (drv.unverified > 0) throw new Error(`${drv.edgeId}: ${drv.unverified} results did not verify: ${drv.lastUnverified}`);
   const cpu1 = await cpuRunMsOfAll(pids);
   const certs = drv.valid - valid0;
