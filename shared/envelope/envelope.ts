@@ -203,18 +203,7 @@ export async function wrapEnvelope(
   key: NodeKey,
   opts: { ttlMs: number; now?: number },
 ): Promise<string> {
-  const now = opts.now ?? Date.now();
-  const payload: RelayPayload = {
-    v: 1,
-    inner,
-    hop: { node: hop.node, recvAt: hop.recvAt, sentAt: now, policy: hop.policy, decision: hop.decision },
-    iat: Math.floor(now / 1000),
-    exp: Math.floor((now + opts.ttlMs) / 1000),
-  };
-  const res = relayPayloadSchema.safeParse(payload);
-  if (!res.success) refuseToSign('a relay layer', describeIssues(res.error));
-  if (hop.node !== key.kid) refuseToSign('a relay layer', `hop.node "${hop.node}" is not the signer "${key.kid}"`);
-  return signJson(res.data, key, ENVELOPE_TYP);
+  return signRelayLayer({ inner }, hop, key, opts, relayPayloadSchema, 'a relay layer', ENVELOPE_TYP);
 }
 
 /** Countersigns several received envelopes as one bundle layer; `hop.sentAt` is the signing time. */
@@ -224,19 +213,31 @@ export async function bundleEnvelopes(
   key: NodeKey,
   opts: { ttlMs: number; exclude?: string[]; now?: number },
 ): Promise<string> {
+  const body = { bundle: items, ...(opts.exclude?.length ? { exclude: opts.exclude } : {}) };
+  return signRelayLayer(body, hop, key, opts, bundlePayloadSchema, 'a bundle layer', BUNDLE_TYP);
+}
+
+/** A relay's layer (wrap or bundle): `body`, its hop record signed now, iat and exp; checked against `schema` first. */
+async function signRelayLayer(
+  body: Record<string, unknown>,
+  hop: Omit<HopRecord, 'sentAt'>,
+  key: NodeKey,
+  opts: { ttlMs: number; now?: number },
+  schema: typeof relayPayloadSchema | typeof bundlePayloadSchema,
+  what: string,
+  typ: string,
+): Promise<string> {
   const now = opts.now ?? Date.now();
-  const payload: BundlePayload = {
+  const res = schema.safeParse({
     v: 1,
-    bundle: items,
-    ...(opts.exclude?.length ? { exclude: opts.exclude } : {}),
+    ...body,
     hop: { node: hop.node, recvAt: hop.recvAt, sentAt: now, policy: hop.policy, decision: hop.decision },
     iat: Math.floor(now / 1000),
     exp: Math.floor((now + opts.ttlMs) / 1000),
-  };
-  const res = bundlePayloadSchema.safeParse(payload);
-  if (!res.success) refuseToSign('a bundle layer', describeIssues(res.error));
-  if (hop.node !== key.kid) refuseToSign('a bundle layer', `hop.node "${hop.node}" is not the signer "${key.kid}"`);
-  return signJson(res.data, key, BUNDLE_TYP);
+  });
+  if (!res.success) refuseToSign(what, describeIssues(res.error));
+  if (hop.node !== key.kid) refuseToSign(what, `hop.node "${hop.node}" is not the signer "${key.kid}"`);
+  return signJson(res.data, key, typ);
 }
 
 export interface VerifiedEnvelope<P extends AnyEdgePayload = AnyEdgePayload> {
