@@ -17,6 +17,8 @@ export interface OutboundItem {
   recvAt: number;
   /** Requests inside it this relay refused or rejected and answered. */
   exclude: string[];
+  /** The requests it carries on (refused and rejected ones left out). */
+  ids: string[];
   /** How many requests it holds (counted against bundle.maxEnvelopes). */
   requests: number;
   /** True when it is a bundle (which only a bundle layer carries on: a relay layer holds one envelope's size). */
@@ -32,6 +34,8 @@ export interface BundlerOptions {
   maxBytes: number;
   /** Stores one message in the outbound stream (resolves on the server's PubAck). */
   send: (jws: string, envelopeId: string, msgId: string) => Promise<unknown>;
+  /** Stores a bundle: its Nats-Msg-Id, and each request with the Nats-Msg-Id of the copy that brought it. */
+  sendBundle: (jws: string, msgId: string, copies: Array<{ id: string; msgId: string }>) => Promise<unknown>;
 }
 
 interface Waiting {
@@ -116,6 +120,10 @@ export class Bundler {
     const h = createHash('sha256');
     for (const i of items) h.update(i.msgId).update('\n');
     const msgId = `bundle-${h.digest('base64url')}`;
-    await this.o.send(jws, msgId, msgId);
+    await this.o.sendBundle(
+      jws,
+      msgId,
+      items.flatMap((i) => i.ids.map((id) => ({ id, msgId: i.msgId }))),
+    );
   }
 }

@@ -88,6 +88,11 @@ export class RelayService {
     return new RelayService(opts.nodeId, opts.topology, key, keys, opts.log ?? createRelayLogger(opts.nodeId));
   }
 
+  /** True when this mesh bundles (envelope.bundle.maxEnvelopes above 1). */
+  private get bundles(): boolean {
+    return this.topology.config.envelope.bundle.maxEnvelopes > 1;
+  }
+
   private get parent(): string {
     return this.topology.node(this.nodeId).parent!;
   }
@@ -111,6 +116,7 @@ export class RelayService {
       maxEnvelopes: bundle.maxEnvelopes,
       maxBytes: bundleBytesAt(this.topology, this.nodeId),
       send: (jws, envelopeId, msgId) => queue.send(jws, envelopeId, msgId),
+      sendBundle: (jws, msgId, copies) => queue.sendBundle(jws, msgId, copies),
     });
     this.queue.consume((data, info) => this.onEnvelope(data, info));
     this.log.info({ parent: this.parent, policy: this.layer.label }, 'relay started');
@@ -150,12 +156,21 @@ export class RelayService {
     const forwarded = msg.envelopes.filter((_, i) => !refused[i]);
     if (forwarded.length === 0) return msg.envelopes.length > 0 || msg.excluded.length > 0 ? 'ack' : 'drop';
     const id = msg.bundled ? (info.envelopeId ?? forwarded[0]!.payload.id) : forwarded[0]!.payload.id;
+    const msgId = info.msgId ?? id;
+    const ids = forwarded.map((e) => e.payload.id);
     try {
+      // With bundles on, a redelivery of a message already forwarded (its ack was lost) is not sent
+      // again: a new bundle around it would not be a duplicate upstream. (Off, its Nats-Msg-Id is.)
+      if (this.bundles && info.redelivered && (await this.queue!.holds(ids.map((i) => ({ id: i, msgId }))))) {
+        for (const _ of forwarded) this.metrics.hopDone('forwarded', recvAt);
+        return 'ack';
+      }
       await this.bundler!.forward({
         jws,
         id,
-        msgId: info.msgId ?? id,
+        msgId,
         recvAt,
+        ids,
         exclude,
         requests: msg.envelopes.length + msg.rejected.length + msg.excluded.length,
         bundled: msg.bundled,

@@ -28,13 +28,15 @@ import {
   type JetStreamManager,
   type JetStreamPullSubscription,
   type JsMsg,
+  type MsgHdrs,
   type NatsConnection,
+  type PubAck,
   type NatsError,
   type StreamConfig,
 } from 'nats';
 import { parseDuration, type Topology } from '../config/index.js';
 import type { Logger } from '../logging/logger.js';
-import { consumerName, ENVELOPE_ID_HEADER, outStream, QUEUED_SINCE_HEADER, upSubject } from './subjects.js';
+import { consumerName, ENVELOPE_ID_HEADER, ENVELOPE_IDS_HEADER, outStream, QUEUED_SINCE_HEADER, upSubject } from './subjects.js';
 
 /** What a handler tells the queue to do with a message. */
 export type Disposition =
@@ -108,9 +110,33 @@ type Handler = (data: Uint8Array, info: MessageInfo) => Promise<Disposition>;
 
 interface StoredCopy {
   seq: number;
+  /** The Nats-Msg-Id of this copy of the envelope (in a bundle: of the copy that brought it to this relay). */
   msgId: string;
   /** ms epoch: when the envelope entered the stream (its first copy there). */
   since: number;
+  /**
+   * In a bundle: the envelopes of that message without a newer copy yet (one set shared by all of them).
+   * A bundle cannot lose one envelope, so the message is removed once the set is empty.
+   */
+  holds?: Set<string>;
+}
+
+/** One envelope of a bundle: its id and the Nats-Msg-Id of the copy that brought it (see ENVELOPE_IDS_HEADER). */
+export interface BundledCopy {
+  id: string;
+  msgId: string;
+}
+
+/** The envelopes of a bundle as its ENVELOPE_IDS_HEADER lists them (none when absent or unreadable). */
+function parseBundledCopies(value: string | undefined): BundledCopy[] {
+  if (!value) return [];
+  const out: BundledCopy[] = [];
+  for (const part of value.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0 || eq === part.length - 1) return [];
+    out.push({ id: part.slice(0, eq), msgId: part.slice(eq + 1) });
+  }
+  return out;
 }
 
 /** The queue settings of a topology (nats.queue). */
@@ -236,13 +262,21 @@ export class EnvelopeQueue {
           const storedAt = m.time.getTime();
           const claimed = Number(m.header.get(QUEUED_SINCE_HEADER) || NaN);
           const since = Number.isFinite(claimed) && claimed < storedAt ? claimed : storedAt;
-          const had = found.get(envelopeId);
-          // The newest copy is the one a retransmit compares with; the envelope waits since its oldest.
-          if (!had || had.seq < seq) found.set(envelopeId, { seq, msgId, since: Math.min(since, had?.since ?? since) });
-          else had.since = Math.min(had.since, since);
+          const bundled = parseBundledCopies(m.header.get(ENVELOPE_IDS_HEADER));
+          const holds = bundled.length ? new Set(bundled.map((c) => c.id)) : undefined;
+          for (const c of bundled.length ? bundled : [{ id: envelopeId, msgId }]) {
+            const had = found.get(c.id);
+            // The newest copy is the one a retransmit compares with; the envelope waits since its oldest.
+            if (!had || had.seq < seq) found.set(c.id, { seq, msgId: c.msgId, since: Math.min(since, had?.since ?? since), ...(holds ? { holds } : {}) });
+            else had.since = Math.min(had.since, since);
+          }
         }
       };
       await Promise.all(Array.from({ length: RECOVER_PARALLEL }, worker));
+      // A bundle holds only the envelopes whose newest copy it is.
+      for (const set of new Set([...found.values()].flatMap((c) => (c.holds ? [c.holds] : [])))) {
+        for (const id of set) if (found.get(id)?.holds !== set) set.delete(id);
+      }
       let recovered = 0;
       for (const [envelopeId, copy] of [...found].sort((a, b) => a[1].seq - b[1].seq)) {
         // Stored or answered during the scan: this run knows better.
@@ -265,33 +299,74 @@ export class EnvelopeQueue {
    * Puts an envelope in this node's outbound stream; resolves once the node's own server has stored
    * it (PubAck). `msgId` names the copy (default: the envelope id); a second send of the same copy
    * within the duplicate window is a no-op. At most one copy of an envelope waits in the stream: a
-   * new copy replaces an older one still there (removed once the new one is stored).
+   * new copy replaces an older one still there (removed once the new one is stored; an older copy in
+   * a bundle, once every envelope of that bundle has a newer copy).
    */
   async send(jws: string, envelopeId: string, msgId: string = envelopeId): Promise<{ duplicate: boolean }> {
-    const parent = this.topology.node(this.nodeId).parent;
-    if (!parent) throw new Error(`node ${this.nodeId} has no parent to send to`);
     // A later copy may replace one a previous run of this node stored: know those first.
     if (msgId !== envelopeId && this.recovering) await this.recovering;
     const before = this.stored.get(envelopeId);
     let since: number | undefined;
-    if (before && before.msgId !== msgId) {
-      // The older copy goes first (the caller still holds the envelope durably: the edge's outbox, or
-      // the relay's unacked message from its child); the new one keeps the time the envelope has waited.
-      // Sequences are never reused in a stream: if that one is gone (delivered), nothing is removed.
-      const jsm = await this.manager();
-      if (await jsm.streams.deleteMessage(outStream(this.nodeId), before.seq, false).catch(() => false)) since = before.since;
-    }
+    // The older copy goes first (the caller still holds the envelope durably: the edge's outbox, or
+    // the relay's unacked message from its child); the new one keeps the time the envelope has waited.
+    if (before && before.msgId !== msgId && (await this.supersede(before, envelopeId))) since = before.since;
     const h = natsHeaders();
     h.set(ENVELOPE_ID_HEADER, envelopeId);
     if (since !== undefined) h.set(QUEUED_SINCE_HEADER, String(since));
-    const ack = await this.js.publish(upSubject(parent, this.nodeId), new TextEncoder().encode(jws), {
-      msgID: msgId,
-      headers: h,
-      expect: { streamName: outStream(this.nodeId) },
-    });
+    const ack = await this.publish(jws, msgId, h);
     // A duplicate's PubAck carries the sequence of the copy already stored.
     this.remember(envelopeId, { seq: ack.seq, msgId, since: since ?? (ack.duplicate && before ? before.since : Date.now()) });
     return { duplicate: ack.duplicate };
+  }
+
+  /**
+   * Puts a relay's bundle in the outbound stream under `msgId`; `copies` are the envelopes it forwards,
+   * each with the Nats-Msg-Id of the copy that brought it. Older copies of them are replaced as by send().
+   */
+  async sendBundle(jws: string, msgId: string, copies: BundledCopy[]): Promise<{ duplicate: boolean }> {
+    if (this.recovering) await this.recovering;
+    for (const c of copies) {
+      const before = this.stored.get(c.id);
+      if (before && before.msgId !== c.msgId) await this.supersede(before, c.id);
+    }
+    const h = natsHeaders();
+    h.set(ENVELOPE_ID_HEADER, msgId);
+    h.set(ENVELOPE_IDS_HEADER, copies.map((c) => `${c.id}=${c.msgId}`).join(','));
+    const ack = await this.publish(jws, msgId, h);
+    const holds = new Set(copies.map((c) => c.id));
+    const now = Date.now();
+    for (const c of copies) this.remember(c.id, { seq: ack.seq, msgId: c.msgId, since: now, holds });
+    return { duplicate: ack.duplicate };
+  }
+
+  /**
+   * True when every one of these copies is already stored in the outbound stream by this run or the
+   * last (a redelivery of a message this relay forwarded before its ack went out): nothing to send.
+   */
+  async holds(copies: BundledCopy[]): Promise<boolean> {
+    if (this.recovering) await this.recovering;
+    return copies.every((c) => this.stored.get(c.id)?.msgId === c.msgId);
+  }
+
+  /** An envelope has a newer copy: its older one leaves the stream (a bundle once no envelope of it is left). True if removed. */
+  private async supersede(before: StoredCopy, envelopeId: string): Promise<boolean> {
+    if (before.holds) {
+      before.holds.delete(envelopeId);
+      if (before.holds.size > 0) return false;
+    }
+    // Sequences are never reused in a stream: if that one is gone (delivered), nothing is removed.
+    const jsm = await this.manager();
+    return jsm.streams.deleteMessage(outStream(this.nodeId), before.seq, false).catch(() => false);
+  }
+
+  private async publish(jws: string, msgId: string, headers: MsgHdrs): Promise<PubAck> {
+    const parent = this.topology.node(this.nodeId).parent;
+    if (!parent) throw new Error(`node ${this.nodeId} has no parent to send to`);
+    return this.js.publish(upSubject(parent, this.nodeId), new TextEncoder().encode(jws), {
+      msgID: msgId,
+      headers,
+      expect: { streamName: outStream(this.nodeId) },
+    });
   }
 
   /**
@@ -336,6 +411,9 @@ export class EnvelopeQueue {
   }
 
   private remember(envelopeId: string, copy: StoredCopy): void {
+    // Replaced by a newer copy: the old one's bundle no longer holds this envelope.
+    const old = this.stored.get(envelopeId);
+    if (old?.holds && old.seq !== copy.seq) old.holds.delete(envelopeId);
     this.stored.delete(envelopeId);
     this.stored.set(envelopeId, copy);
     if (this.stored.size > MAX_REMEMBERED) this.stored.delete(this.stored.keys().next().value!);

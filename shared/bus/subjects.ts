@@ -58,6 +58,12 @@ export function downSubject(edgeId: string): string {
 export const ENVELOPE_ID_HEADER = 'Ra-Mesh-Envelope-Id';
 
 /**
+ * Header of a relay's bundle in its outbound stream: every request it forwards as `id=msgId`, comma
+ * separated, msgId being the Nats-Msg-Id of the copy that carried the request to the relay (queue.ts).
+ */
+export const ENVELOPE_IDS_HEADER = 'Ra-Mesh-Envelope-Ids';
+
+/**
  * Header of a copy that replaced an older copy of the same envelope in a stream: when (ms epoch) the
  * envelope first entered that stream, so the parent's queue-wait metric counts the whole wait.
  */

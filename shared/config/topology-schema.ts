@@ -385,17 +385,17 @@ export const topologySchema = z
               .number()
               .int()
               .min(1)
-              .max(4096)
-              .default(1)
-              .describe('most requests a relay forwards under one countersignature (1, the default: never bundle; e.g. 64 under load)'),
+              .max(1024)
+              .default(64)
+              .describe('most requests a relay forwards under one countersignature (1: never bundle)'),
             maxBytes: z.number().int().min(1024).max(1_000_000).default(262_144).describe('largest bundle a relay sends and a node accepts'),
           })
           .strict()
-          .default({ maxEnvelopes: 1, maxBytes: 262_144 })
+          .default({ maxEnvelopes: 64, maxBytes: 262_144 })
           .describe('bundles: while a relay waits for its server to store one message, what else is ready goes next under one signature'),
       })
       .strict()
-      .default({ ttl: '5m', maxBytes: 65_536, algs: ['EdDSA', 'ES256'], clockSkew: '30s', bundle: { maxEnvelopes: 1, maxBytes: 262_144 } })
+      .default({ ttl: '5m', maxBytes: 65_536, algs: ['EdDSA', 'ES256'], clockSkew: '30s', bundle: { maxEnvelopes: 64, maxBytes: 262_144 } })
       .describe('envelope limits'),
     nodes: z.array(nodeSchema).min(1).describe('every RA node of the mesh'),
     segments: z

@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { startTestMesh, type TestMesh } from '../harness/mesh.js';
+import { connect } from 'nats';
+import { startTestMesh, type NodeProcess, type TestMesh } from '../harness/mesh.js';
 import { EdgeDriver } from '../harness/edge-driver.js';
-import type { ResultPayload } from '../../shared/envelope/index.js';
+import { nodeConnectOptions } from '../../shared/bus/auth.js';
+import { ENVELOPE_ID_HEADER, ENVELOPE_IDS_HEADER, outStream } from '../../shared/bus/subjects.js';
+import { NodeStore } from '../../shared/store/index.js';
+import { signEdgeEnvelope, type EdgePayload, type ResultPayload } from '../../shared/envelope/index.js';
 
 // Bundles (envelope.bundle): a relay that receives more while its server stores one message sends
 // what is ready next under one countersignature. Real nats-servers (hub + two leaves), a chain
@@ -94,5 +98,104 @@ describe('integration: relays bundle requests under load', { timeout: 180_000 },
     const issuedBundles = new Set([...results.values()].filter((r) => r.status === 'valid').map(hopOf));
     const split = [...results.values()].filter((r) => r.gateway.node === 'relay-1' && issuedBundles.has(hopOf(r)));
     assert.ok(split.length > 0, 'a bundle of relay-2 held both a request relay-1 refused and one the gateway issued');
+  });
+});
+
+async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('integration: bundles waiting at a relay whose uplink is down', { timeout: 180_000 }, () => {
+  // edge-a (the test) -> relay-1 (a process) -> gw (a process, started last: until then relay-1's uplink is down).
+  let m: TestMesh;
+  let d: EdgeDriver;
+  const procs: NodeProcess[] = [];
+  before(async () => {
+    m = await startTestMesh({
+      envelope: { bundle: { maxEnvelopes: 16, maxBytes: 262_144 } },
+      nodes: [
+        { id: 'gw', role: 'gateway', dc: 'core' },
+        { id: 'relay-1', role: 'relay', dc: 'dc-a', parent: 'gw' },
+        { id: 'edge-a', role: 'edge', dc: 'dc-a', parent: 'relay-1' },
+      ],
+      external: ['edge-a', 'relay-1', 'gw'],
+    });
+    d = await EdgeDriver.open(m, 'edge-a');
+  });
+  after(async () => {
+    for (const p of procs) await p.kill();
+    await d?.close();
+    await m?.stop();
+  });
+
+  /** Every envelope copy waiting in relay-1's outbound stream: [envelope id, Nats-Msg-Id of its copy], per message. */
+  async function waiting(): Promise<Array<Array<[string, string]>>> {
+    const nc = await connect({ servers: m.topology.natsUrl('relay-1'), ...(await nodeConnectOptions(m.topology, 'relay-1')) });
+    try {
+      const jsm = await nc.jetstreamManager();
+      const { state } = await jsm.streams.info(outStream('relay-1'));
+      const out: Array<Array<[string, string]>> = [];
+      for (let seq = state.first_seq; state.messages > 0 && seq <= state.last_seq; seq++) {
+        const msg = await jsm.streams.getMessage(outStream('relay-1'), { seq }).catch(() => undefined);
+        if (!msg) continue;
+        const list = msg.header.get(ENVELOPE_IDS_HEADER);
+        out.push(list ? list.split(',').map((p) => p.split('=') as [string, string]) : [[msg.header.get(ENVELOPE_ID_HEADER), msg.header.get('Nats-Msg-Id')]]);
+      }
+      return out;
+    } finally {
+      await nc.close();
+    }
+  }
+  /** The same request re-signed (same id and content, fresh nonce), as an edge does before a retransmit. */
+  const resigned = (jws: string) => {
+    const p = JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString('utf8')) as EdgePayload;
+    return signEdgeEnvelope({ ...p, nonce: `${p.nonce}x` }, d.key);
+  };
+  /** One copy of each envelope waits, the copy of `attempt` (Nats-Msg-Id `<id>~<attempt>`). */
+  async function oneCopyEach(ids: string[], attempt: number): Promise<boolean> {
+    const copies = (await waiting()).flat();
+    const want = new Map(ids.map((id) => [id, `${id}~${attempt}`]));
+    return copies.length === ids.length && copies.every(([id, msgId]) => want.get(id) === msgId);
+  }
+
+  test('ok/every request of a held bundle retransmitted: the bundle is replaced, one copy of each waits, also after a restart; one certificate each', async () => {
+    let relay = await m.spawnNode('relay-1');
+    procs.push(relay);
+    const envs = await Promise.all(Array.from({ length: 40 }, (_, i) => d.issueEnvelope([`held${i}.corp.test`])));
+    const ids = envs.map((e) => e.id);
+    await Promise.all(envs.map((e) => d.send(e.id, e.jws)));
+    await waitFor('the relay took every copy', async () => (await d.queue.depth()) === 0 && (await waiting()).flat().length === ids.length);
+    const first = await waiting();
+    assert.ok(first.some((msg) => msg.length > 1), `some copies wait in bundles: ${first.map((x) => x.length).join(',')}`);
+
+    // No answer comes (the gateway is away): the edge retransmits every one.
+    for (const e of envs) assert.equal(await d.queue.resend(await resigned(e.jws), e.id, 2), 'sent');
+    await waitFor('one copy of each waits at the relay (the bundles of the first copies are gone)', () => oneCopyEach(ids, 2));
+
+    // A restarted relay reads the bundles' envelope lists back, and replaces them just the same.
+    await relay.kill('SIGKILL');
+    relay = await m.spawnNode('relay-1');
+    procs.push(relay);
+    for (const e of envs) assert.equal(await d.queue.resend(await resigned(e.jws), e.id, 3), 'sent');
+    await waitFor('one copy of each waits after the restart', () => oneCopyEach(ids, 3));
+
+    const gw = await m.spawnNode('gw');
+    procs.push(gw);
+    for (const id of ids) assert.equal((await d.waitResults(id, 1, 60_000))[0]!.status, 'valid');
+    await waitFor('the relay stream is drained', async () => (await waiting()).length === 0);
+    await new Promise((r) => setTimeout(r, 500));
+    for (const id of ids) assert.equal(d.results.get(id)!.length, 1, `${id}: one answer`);
+    await gw.kill();
+    const db = await NodeStore.open(m.topology.storeDir('gw'));
+    try {
+      const issued = (await db.collection<{ requestId: string }>('cas-builtin-issued').values()).map((r) => r.requestId);
+      for (const id of ids) assert.equal(issued.filter((x) => x === id).length, 1, `${id}: one certificate at the CA`);
+    } finally {
+      await db.close();
+    }
   });
 });

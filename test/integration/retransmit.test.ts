@@ -181,7 +181,8 @@ describe('integration: copies waiting in streams are known again after a restart
     return q;
   };
   before(async () => {
-    m = await startTestMesh({ nodes: NODES, external: ['edge-a', 'relay-1', 'gw'] });
+    // Lone copies (bundles off): the copies of a bundle are the subject of test/integration/bundles.test.ts.
+    m = await startTestMesh({ nodes: NODES, envelope: { bundle: { maxEnvelopes: 1, maxBytes: 262_144 } }, external: ['edge-a', 'relay-1', 'gw'] });
     d = await EdgeDriver.open(m, 'edge-a');
     relayConn = await nodeConn(m, 'relay-1');
     relayQueue = await EnvelopeQueue.open(relayConn, m.topology, 'relay-1', { log: silent });

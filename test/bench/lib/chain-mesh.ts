@@ -96,7 +96,7 @@ async function startChainMeshOnce(opts: ChainMeshOptions): Promise<ChainMesh> {
     ...opts.depths.flatMap((d) => chainNodes(d)),
     ...(opts.extra ?? []),
   ];
-  // Relays bundle under load (envelope.bundle.maxEnvelopes, off by default): BENCH_BUNDLE, default 64; 1 turns it off.
+  // Relays bundle under load (envelope.bundle.maxEnvelopes, default 64): BENCH_BUNDLE sets it; 1 turns bundles off.
   const maxEnvelopes = Number(process.env.BENCH_BUNDLE ?? 64);
   const m = await startTestMesh({ nodes, nats: { auth: 'none' }, envelope: { bundle: { maxEnvelopes, maxBytes: 262_144 } }, external: nodes.map((n) => n.id) });
   const procs = new Map<string, BenchNodeProcess>();
