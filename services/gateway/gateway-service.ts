@@ -250,8 +250,7 @@ export class GatewayService {
   }
 
   private reject(err: RaError, info: MessageInfo, recvAt: number, envelopeId: string | undefined): void {
-    this.metrics.rejected(err.reason ?? err.type, envelopeId);
-    this.metrics.hopDone('rejected', recvAt);
+    this.metrics.envelopeRejected(err.reason ?? err.type, recvAt, envelopeId);
     this.log.warn({ envelopeId, from: info.from, reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
   }
 

@@ -31,12 +31,6 @@ export interface RelayServiceOptions {
 }
 
 /**
- * A relay RA: verifies what its children send (the whole chain below it, against the topology),
- * enforces its own policy layer on every request, countersigns and forwards to its parent: alone, or
- * under load with what else is ready in one bundle (bundler.ts). A refusal is signed by the relay and
- * sent straight back to the origin edge; a bundle goes on with the refused requests excluded.
- */
-/**
  * The largest bundle this relay makes: every relay above wraps it again in a bundle layer, whose
  * base64url payload is 4/3 of what it holds plus its own members, and what reaches the gateway must
  * stay within envelope.bundle.maxBytes.
@@ -47,6 +41,12 @@ export function bundleBytesAt(topology: Topology, nodeId: string): number {
   return Math.floor(topology.config.envelope.bundle.maxBytes * 0.75 ** above) - 2048 * above;
 }
 
+/**
+ * A relay RA: verifies what its children send (the whole chain below it, against the topology),
+ * enforces its own policy layer on every request, countersigns and forwards to its parent: alone, or
+ * under load with what else is ready in one bundle (bundler.ts). A refusal is signed by the relay and
+ * sent straight back to the origin edge; a bundle goes on with the refused requests excluded.
+ */
 export class RelayService {
   private nc?: NatsConnection;
   private metricsOf?: NodeMetrics;
@@ -188,8 +188,7 @@ export class RelayService {
   }
 
   private reject(err: RaError, info: MessageInfo, recvAt: number, envelopeId: string | undefined): void {
-    this.metrics.rejected(err.reason ?? err.type, envelopeId);
-    this.metrics.hopDone('rejected', recvAt);
+    this.metrics.envelopeRejected(err.reason ?? err.type, recvAt, envelopeId);
     this.log.warn({ envelopeId, from: info.from, reason: err.reason ?? err.type, detail: err.detail }, 'envelope rejected and dropped');
   }
 

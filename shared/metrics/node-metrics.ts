@@ -231,6 +231,12 @@ export class NodeMetrics {
   }
 
   /** An envelope or result that failed verification and was dropped. */
+  /** A message, or a request of a bundle, that did not verify: rejected() and its hop time. */
+  envelopeRejected(reason: string, recvAt: number, envelopeId?: string): void {
+    this.rejected(reason, envelopeId);
+    this.hopDone('rejected', recvAt);
+  }
+
   rejected(reason: string, envelopeId?: string): void {
     this.envelopesRejected.inc({ reason });
     this.remember({ kind: 'rejected', layer: this.node, reason, envelopeId: envelopeId ?? null, detail: null });
