@@ -36,6 +36,8 @@ export interface BundlerOptions {
   send: (jws: string, envelopeId: string, msgId: string) => Promise<unknown>;
   /** Stores a bundle: its Nats-Msg-Id, and each request with the Nats-Msg-Id of the copy that brought it. */
   sendBundle: (jws: string, msgId: string, copies: Array<{ id: string; msgId: string }>) => Promise<unknown>;
+  /** Told of every message stored: how many requests it carries on (metrics). */
+  sent?: (requests: number) => void;
 }
 
 interface Waiting {
@@ -106,6 +108,7 @@ export class Bundler {
       // Forwarded under the Nats-Msg-Id it came with: a JetStream redelivery of this copy is a
       // duplicate upstream, an edge's retransmit (a new copy) is not.
       await this.o.send(jws, only.id, only.msgId);
+      this.o.sent?.(only.ids.length);
       return;
     }
     const recvAt = Math.min(...items.map((i) => i.recvAt));
@@ -120,10 +123,8 @@ export class Bundler {
     const h = createHash('sha256');
     for (const i of items) h.update(i.msgId).update('\n');
     const msgId = `bundle-${h.digest('base64url')}`;
-    await this.o.sendBundle(
-      jws,
-      msgId,
-      items.flatMap((i) => i.ids.map((id) => ({ id, msgId: i.msgId }))),
-    );
+    const copies = items.flatMap((i) => i.ids.map((id) => ({ id, msgId: i.msgId })));
+    await this.o.sendBundle(jws, msgId, copies);
+    this.o.sent?.(copies.length);
   }
 }

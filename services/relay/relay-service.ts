@@ -117,6 +117,7 @@ export class RelayService {
       maxBytes: bundleBytesAt(this.topology, this.nodeId),
       send: (jws, envelopeId, msgId) => queue.send(jws, envelopeId, msgId),
       sendBundle: (jws, msgId, copies) => queue.sendBundle(jws, msgId, copies),
+      sent: (requests) => this.metrics.sentUp(requests),
     });
     this.queue.consume((data, info) => this.onEnvelope(data, info));
     this.log.info({ parent: this.parent, policy: this.layer.label }, 'relay started');

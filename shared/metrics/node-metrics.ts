@@ -26,6 +26,8 @@ import type { InboundLinkState, NatsState, NodeStatus, RefusalRecord } from './n
 const WAIT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400];
 const PROCESSING_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const ISSUANCE_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400];
+/** Requests per message a relay sends up: 1 alone, more in a bundle (envelope.bundle.maxEnvelopes, at most 1024). */
+const BUNDLE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024];
 const HTTP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 const RECENT_REFUSALS = 50;
@@ -55,6 +57,7 @@ export class NodeMetrics {
   readonly hopQueueWait: Histogram<'from'>;
   readonly hopProcessing: Histogram<'outcome'>;
   readonly envelopesInFlight: Gauge;
+  readonly sentRequests: Histogram;
   readonly envelopesQueued: Gauge;
   readonly linkUp: Gauge<'child'>;
   readonly natsConnected: Gauge;
@@ -105,6 +108,12 @@ export class NodeMetrics {
       labelNames: ['outcome'],
       buckets: PROCESSING_BUCKETS,
       registers: on('relay', 'gateway'),
+    });
+    this.sentRequests = new Histogram({
+      name: 'ramesh_sent_requests',
+      help: 'Requests in each message this relay stored for its parent: 1 alone, more in a bundle',
+      buckets: BUNDLE_BUCKETS,
+      registers: on('relay'),
     });
     this.envelopesInFlight = new Gauge({
       name: 'ramesh_envelopes_in_flight',
@@ -231,6 +240,11 @@ export class NodeMetrics {
   }
 
   /** An envelope or result that failed verification and was dropped. */
+  /** A relay stored one message for its parent, carrying `requests` requests. */
+  sentUp(requests: number): void {
+    this.sentRequests.observe(requests);
+  }
+
   /** A message, or a request of a bundle, that did not verify: rejected() and its hop time. */
   envelopeRejected(reason: string, recvAt: number, envelopeId?: string): void {
     this.rejected(reason, envelopeId);

@@ -70,6 +70,12 @@ describe('integration: relays bundle requests under load', { timeout: 180_000 },
       const sizes = bundleSizes(results.values(), relay);
       assert.ok(Math.max(...sizes) > 1, `${relay} sent some requests together: ${sizes.join(',')}`);
       assert.ok(Math.max(...sizes) <= 16, `${relay} kept to maxEnvelopes: ${sizes.join(',')}`);
+      // Its metrics say the same: messages and the requests they carried (ramesh_sent_requests).
+      const text = await m.mesh.relays.get(relay)!.metrics.registry.metrics();
+      const count = Number(/^ramesh_sent_requests_count\{[^}]*\} (\d+)$/m.exec(text)?.[1]);
+      const sum = Number(/^ramesh_sent_requests_sum\{[^}]*\} (\d+)$/m.exec(text)?.[1]);
+      assert.equal(sum, NAMES, `${relay}: every request sent once`);
+      assert.equal(count, sizes.length, `${relay}: one message per hop record`);
     }
   });
 
