@@ -162,11 +162,8 @@ export class RelayService {
     try {
       // With bundles on, a redelivery of a message already forwarded (its ack was lost) is not sent
       // again: a new bundle around it would not be a duplicate upstream. (Off, its Nats-Msg-Id is.)
-      if (this.bundles && info.redelivered && (await this.queue!.holds(ids.map((i) => ({ id: i, msgId }))))) {
-        for (const _ of forwarded) this.metrics.hopDone('forwarded', recvAt);
-        return 'ack';
-      }
-      await this.bundler!.forward({
+      const stored = this.bundles && info.redelivered && (await this.queue!.holds(ids.map((i) => ({ id: i, msgId }))));
+      if (!stored) await this.bundler!.forward({
         jws,
         id,
         msgId,

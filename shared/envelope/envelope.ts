@@ -1,4 +1,5 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import type { z } from 'zod';
 import { parseDuration, type Topology } from '../config/index.js';
 import { RaError } from '../errors/index.js';
 import { checkSize, checkVersion, rejection, signJson, verifyLayer } from './jws.js';
@@ -367,15 +368,10 @@ async function walk(current: string, w: Walk, outside: Outside): Promise<void> {
   checkVersion(payload, what);
 
   if (bundled) {
-    if (node.role !== 'relay') throw rejection('path', `${what}: "${kid}" is ${article(node.role)}; only relays bundle envelopes`);
-    const res = bundlePayloadSchema.safeParse(payload);
-    if (!res.success) throw rejection('malformed', `${what}: ${describeIssues(res.error)}`);
-    const layer = res.data;
+    const layer = relayLayer(bundlePayloadSchema, payload, node.role, kid, what, w, 'bundle');
     if (layer.bundle.length > topology.config.envelope.bundle.maxEnvelopes) {
       throw rejection('oversize', `${what}: ${layer.bundle.length} envelopes in one bundle (at most ${topology.config.envelope.bundle.maxEnvelopes})`);
     }
-    if (layer.hop.node !== kid) throw rejection('path', `${what}: hop record names "${layer.hop.node}" but "${kid}" signed it`);
-    checkTimes(layer, w.now, w.skew, what);
     w.out.bundled = true;
     const exclude = layer.exclude?.length ? new Set([...outside.exclude, ...layer.exclude]) : outside.exclude;
     const inner: Outside = { signers: [...outside.signers, kid], hops: [...outside.hops, layer.hop], exclude };
@@ -394,12 +390,7 @@ async function walk(current: string, w: Walk, outside: Outside): Promise<void> {
   }
   if ('bundle' in payload) throw rejection('malformed', `${what}: a bundle layer whose typ is not ${BUNDLE_TYP}`);
   if ('inner' in payload) {
-    if (node.role !== 'relay') throw rejection('path', `${what}: "${kid}" is ${article(node.role)}; only relays wrap envelopes`);
-    const res = relayPayloadSchema.safeParse(payload);
-    if (!res.success) throw rejection('malformed', `${what}: ${describeIssues(res.error)}`);
-    const layer = res.data;
-    if (layer.hop.node !== kid) throw rejection('path', `${what}: hop record names "${layer.hop.node}" but "${kid}" signed it`);
-    checkTimes(layer, w.now, w.skew, what);
+    const layer = relayLayer(relayPayloadSchema, payload, node.role, kid, what, w, 'wrap');
     return walk(layer.inner, w, { signers: [...outside.signers, kid], hops: [...outside.hops, layer.hop], exclude: outside.exclude });
   }
 
@@ -425,6 +416,25 @@ async function walk(current: string, w: Walk, outside: Outside): Promise<void> {
     ids.set(error, edge.id);
     throw error;
   }
+}
+
+/** A relay's layer (wrap or bundle): signed by a relay, of the schema's shape, its hop record the signer's, in time. */
+function relayLayer<T extends { hop: HopRecord; iat: number; exp: number }>(
+  schema: z.ZodType<T>,
+  payload: Record<string, unknown>,
+  role: string,
+  kid: string,
+  what: string,
+  w: Walk,
+  verb: 'wrap' | 'bundle',
+): T {
+  if (role !== 'relay') throw rejection('path', `${what}: "${kid}" is ${article(role)}; only relays ${verb} envelopes`);
+  const res = schema.safeParse(payload);
+  if (!res.success) throw rejection('malformed', `${what}: ${describeIssues(res.error)}`);
+  const layer = res.data;
+  if (layer.hop.node !== kid) throw rejection('path', `${what}: hop record names "${layer.hop.node}" but "${kid}" signed it`);
+  checkTimes(layer, w.now, w.skew, what);
+  return layer;
 }
 
 function toRejection(e: unknown): RaError {
