@@ -26,7 +26,7 @@ import { NodeMetrics } from '../../shared/metrics/node-metrics.js';
 import { csrNames, fingerprint, leafDer, parseCsr, pemToDer, type CertificateFacts } from '../../shared/pki/index.js';
 import { accountLifetimeLayer, enforceHop, PolicyLayer, resolveValidity } from '../../shared/policy/index.js';
 import { enforceValidationMethods } from '../../shared/envelope/validation-methods.js';
-import { KeyedLock, NodeStore, type Collection } from '../../shared/store/index.js';
+import { KeyedLock, NodeStore, Semaphore, type Collection } from '../../shared/store/index.js';
 import { createCas } from './cas/create-cas.js';
 import { isFinalCasError } from './cas/cas-http.js';
 import { hasCrl, type CertificateAuthorityService } from './cas/cas.js';
@@ -108,6 +108,11 @@ export class GatewayService {
   private readonly casCalls: Collection<{ at: number; what: 'sign' }>;
   private crlTimer?: NodeJS.Timeout;
   private readonly layers: Map<string, PolicyLayer>;
+  /**
+   * Calls to the CA service under way at once, over all requests (cas.maxInFlight): a bundle brings many
+   * requests at a time, and a remote CA must not see them all at once.
+   */
+  private readonly casSlots: Semaphore;
   /** Count of CA calls made by this process (tests and metrics read it). */
   issued = 0;
 
@@ -126,6 +131,7 @@ export class GatewayService {
     this.casCalls = db.collection('cas-call');
     this.replay = new ReplayGuard({ ttlMs: parseDuration(topology.config.envelope.ttl) * 2, max: 100_000 });
     this.layers = new Map(topology.nodes.map((n) => [n.id, new PolicyLayer(n.id, n.policy)]));
+    this.casSlots = new Semaphore(topology.node(nodeId).cas?.maxInFlight ?? casSchema.parse({ type: 'builtin' }).maxInFlight);
   }
 
   static async create(opts: GatewayServiceOptions): Promise<GatewayService> {
@@ -165,7 +171,11 @@ export class GatewayService {
     this.audit = await AuditLog.open(auditDir(this.topology, this.nodeId));
     // A failed CA call is retried after a pause, not at once.
     const queue = (this.queue = await EnvelopeQueue.open(this.nc, this.topology, this.nodeId, { log: this.log, retryDelayMs: 5_000, observer: this.metrics }));
-    this.metrics.bind({ inFlight: () => queue.inFlight, links: () => queue.linkStates() });
+    this.metrics.bind({
+      inFlight: () => queue.inFlight,
+      links: () => queue.linkStates(),
+      casCalls: () => ({ running: this.casSlots.running, waiting: this.casSlots.queued }),
+    });
     this.queue.consume((data, info) => this.onEnvelope(data, info));
     this.http = Fastify({ logger: false });
     this.http.get('/roots.pem', async (_req, reply) => reply.type('application/pem-certificate-chain').send(await this.cas.rootsPem()));
@@ -372,7 +382,7 @@ export class GatewayService {
     }
     // Revoking is safe to repeat at every CA service (a second call at worst answers alreadyRevoked, which
     // the edge records as revoked), so it is not guarded like signing.
-    const res = await this.timedCas('revoke', () => this.cas.revokeCertificate({ serial: p.serial, reason: p.reason, requestId: p.id }));
+    const res = await this.casSlots.run(() => this.timedCas('revoke', () => this.cas.revokeCertificate({ serial: p.serial, reason: p.reason, requestId: p.id })));
     const rec = await this.certs.get(p.serial);
     if (rec && !rec.revokedAt) await this.certs.put(p.serial, { ...rec, revokedAt: res.revokedAt.toISOString() });
     log.info({ serial: res.serial, reason: res.reason, by: p.requester.method, account: p.requester.account }, 'certificate revoked');
@@ -486,7 +496,8 @@ export class GatewayService {
     // The lifetime from every layer in evaluation order: account (carried by the edge), edge, relays, gateway.
     const account = accountLifetimeLayer(p.account);
     const { lifetimeMs } = resolveValidity([...(account ? [account] : []), ...path.map((id) => ({ name: id, ...this.topology.node(id).policy }))], p.requested);
-    const res = await this.callOnce(p.id, 'sign', () => this.timedCas('sign', () => this.cas.createCertificate({
+    // The slot first: a non-idempotent CA's call record (callOnce) is written only when the call goes out.
+    const res = await this.casSlots.run(() => this.callOnce(p.id, 'sign', () => this.timedCas('sign', () => this.cas.createCertificate({
       csrDer: csr.der,
       dnsNames: p.identifiers.filter((i) => i.type === 'dns').map((i) => i.value),
       ipAddresses: p.identifiers.filter((i) => i.type === 'ip').map((i) => i.value),
@@ -494,7 +505,7 @@ export class GatewayService {
       ...(p.requested.notBefore ? { notBefore: new Date(p.requested.notBefore) } : {}),
       requestId: p.id,
       provenance: { path: env.path.concat(this.nodeId), origin: p.origin, accountId: p.account.id },
-    })));
+    }))));
     this.issued += 1;
     // Fault-injection point for crash tests: the CA has signed, nothing is stored or sent yet.
     faultPoint('gateway.after-cas');

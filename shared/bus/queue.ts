@@ -92,6 +92,8 @@ const NO_MESSAGE_FOUND = 10037;
 const DEFAULTS = { maxAgeMs: 7 * 86_400_000, duplicateWindowMs: 120_000, concurrency: 64, ackWaitMs: 30_000, retryDelayMs: 1_000 };
 const FETCH_EXPIRES_MS = 1_000;
 const FETCH_BATCH = 64;
+/** A message being handled is kept from redelivery (in-progress acks) for at most this many times ackWait. */
+const WORKING_MAX_ACK_WAITS = 10;
 /** How long after its expiry a pull request may still be answered (408) before it counts as lost. */
 const ANSWER_GRACE_MS = 2_000;
 
@@ -309,7 +311,7 @@ export class EnvelopeQueue {
     let since: number | undefined;
     // The older copy goes first (the caller still holds the envelope durably: the edge's outbox, or
     // the relay's unacked message from its child); the new one keeps the time the envelope has waited.
-    if (before && before.msgId !== msgId && (await this.supersede(before, envelopeId))) since = before.since;
+    if (before && before.msgId !== msgId) since = await this.replace(before, envelopeId, new Map());
     const h = natsHeaders();
     h.set(ENVELOPE_ID_HEADER, envelopeId);
     if (since !== undefined) h.set(QUEUED_SINCE_HEADER, String(since));
@@ -325,18 +327,53 @@ export class EnvelopeQueue {
    */
   async sendBundle(jws: string, msgId: string, copies: BundledCopy[]): Promise<{ duplicate: boolean }> {
     if (this.recovering) await this.recovering;
+    /** Since when each replaced envelope has waited in this stream (its older copy still waited there). */
+    const sinceOf = new Map<string, number>();
+    /** Older bundles looked up in this call: still in the stream or not (delivered upstream). */
+    const present = new Map<number, Promise<boolean>>();
     for (const c of copies) {
       const before = this.stored.get(c.id);
-      if (before && before.msgId !== c.msgId) await this.supersede(before, c.id);
+      if (!before || before.msgId === c.msgId) continue;
+      const since = await this.replace(before, c.id, present);
+      if (since !== undefined) sinceOf.set(c.id, since);
     }
     const h = natsHeaders();
     h.set(ENVELOPE_ID_HEADER, msgId);
     h.set(ENVELOPE_IDS_HEADER, copies.map((c) => `${c.id}=${c.msgId}`).join(','));
+    const now = Date.now();
+    // One header for the message: the longest any of its envelopes has waited here (the parent's queue-wait metric).
+    const earliest = Math.min(now, ...sinceOf.values());
+    if (earliest < now) h.set(QUEUED_SINCE_HEADER, String(earliest));
     const ack = await this.publish(jws, msgId, h);
     const holds = new Set(copies.map((c) => c.id));
-    const now = Date.now();
-    for (const c of copies) this.remember(c.id, { seq: ack.seq, msgId: c.msgId, since: now, holds });
+    for (const c of copies) this.remember(c.id, { seq: ack.seq, msgId: c.msgId, since: sinceOf.get(c.id) ?? now, holds });
     return { duplicate: ack.duplicate };
+  }
+
+  /**
+   * An envelope gets a newer copy: the older one leaves (supersede). Returns since when the envelope has
+   * waited in this stream when the older copy still waited there (removed now, or in a bundle that stays
+   * for its other envelopes), undefined when it had gone upstream.
+   */
+  private async replace(before: StoredCopy, envelopeId: string, present: Map<number, Promise<boolean>>): Promise<number | undefined> {
+    if (await this.supersede(before, envelopeId)) return before.since;
+    if (before.holds && before.holds.size > 0 && (await this.stillStored(before.seq, present))) return before.since;
+    return undefined;
+  }
+
+  /** Whether the message under `seq` is still in the outbound stream (looked up once per sequence in `cache`). */
+  private stillStored(seq: number, cache: Map<number, Promise<boolean>>): Promise<boolean> {
+    let p = cache.get(seq);
+    if (!p) {
+      p = this.manager()
+        .then((jsm) => jsm.streams.getMessage(outStream(this.nodeId), { seq }))
+        .then(
+          () => true,
+          () => false,
+        );
+      cache.set(seq, p);
+    }
+    return p;
   }
 
   /**
@@ -557,6 +594,7 @@ export class EnvelopeQueue {
     let d: Disposition;
     const envelopeId = m.headers?.get(ENVELOPE_ID_HEADER) || undefined;
     const msgId = m.headers?.get(MSG_ID_HEADER) || undefined;
+    const working = this.keepWorking(m, envelopeId);
     try {
       const recvAt = Date.now();
       // Queue wait: the JetStream store time (the child's server) to now, or from when an older copy
@@ -571,11 +609,34 @@ export class EnvelopeQueue {
     } catch (e) {
       this.log.error({ err: e, ...(envelopeId ? { envelopeId } : {}) }, 'envelope handler failed; will be delivered again');
       d = 'retry';
+    } finally {
+      clearInterval(working);
     }
     if (d === 'ack') m.ack();
     else if (d === 'drop') m.term();
     // Backs off while the next durable step stays unavailable (a CA down for hours): 1 s, 2 s, ... 60 s.
     else m.nak(Math.min(60_000, this.o.retryDelayMs * 2 ** Math.min(10, Math.max(0, m.info.redeliveryCount - 1))));
+  }
+
+  /**
+   * Keeps a message being handled from being delivered again: a handler may take longer than ackWait
+   * (a bundle of many requests behind a slow CA service, or waiting for slots of cas.maxInFlight), and
+   * a second delivery meanwhile would only be handled twice. JetStream restarts a message's ack timer
+   * at each in-progress ack (+WPI), sent here every third of ackWait, for at most
+   * WORKING_MAX_ACK_WAITS times ackWait: a handler stuck longer than that lets the message go again.
+   */
+  private keepWorking(m: JsMsg, envelopeId: string | undefined): NodeJS.Timeout {
+    const until = Date.now() + WORKING_MAX_ACK_WAITS * this.o.ackWaitMs;
+    const timer = setInterval(() => {
+      if (Date.now() < until) {
+        m.working();
+        return;
+      }
+      clearInterval(timer);
+      this.log.warn({ ...(envelopeId ? { envelopeId } : {}), ms: WORKING_MAX_ACK_WAITS * this.o.ackWaitMs }, 'message still being handled; no longer kept from redelivery');
+    }, Math.max(100, Math.floor(this.o.ackWaitMs / 3)));
+    timer.unref();
+    return timer;
   }
 
   /** Stops fetching and waits for the messages being handled (their acks go out before the connection drains). */

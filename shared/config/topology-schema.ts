@@ -192,6 +192,13 @@ export const scepSchema = z
 const sha256Hex = z.string().regex(/^[0-9a-fA-F]{64}$/, 'a SHA-256 fingerprint: 64 hex digits');
 const httpsUrl = z.string().url().refine((u) => /^https?:\/\//.test(u), 'an http(s) URL');
 const casTimeout = duration.default('15s').describe('timeout of one call to the CA service');
+const casMaxInFlight = z
+  .number()
+  .int()
+  .min(1)
+  .max(4096)
+  .default(64)
+  .describe('most calls to the CA service under way at once, over all requests; the others wait their turn (their messages are kept from redelivery meanwhile)');
 
 const stepcaProvisioner = z
   .discriminatedUnion('type', [
@@ -229,6 +236,7 @@ export const casSchema = z
         type: z.literal('builtin').describe('the embedded CA: own root and intermediate, kept in the gateway store'),
         crlUrl: z.string().url().optional().describe('URL put in a CRL Distribution Points extension of issued certificates (none when unset)'),
         crlValidity: duration.default('7d').describe('nextUpdate - thisUpdate of each CRL; a new one is signed after half of it'),
+        maxInFlight: casMaxInFlight,
       })
       .strict(),
     z
@@ -238,6 +246,7 @@ export const casSchema = z
         rootFingerprint: sha256Hex.describe("SHA-256 fingerprint of the step-ca root: the CA's TLS and issued chains must lead to it"),
         provisioner: stepcaProvisioner,
         timeout: casTimeout,
+        maxInFlight: casMaxInFlight,
       })
       .strict(),
     z
@@ -282,6 +291,7 @@ export const casSchema = z
           ])
           .describe('how the gateway logs in to Vault'),
         timeout: casTimeout,
+        maxInFlight: casMaxInFlight,
       })
       .strict(),
     z
@@ -296,6 +306,7 @@ export const casSchema = z
         endpoint: httpsUrl.default('https://privateca.googleapis.com').describe('CAS API endpoint'),
         caFile: z.string().optional().describe('PEM bundle trusted for the endpoint and the token URI (default: the system store)'),
         timeout: casTimeout,
+        maxInFlight: casMaxInFlight,
       })
       .strict(),
   ])
@@ -354,7 +365,7 @@ export const topologySchema = z
           .describe('TLS on every client port and leaf link of the NATS servers ra-mesh starts; nodes verify the servers with ca'),
         queue: z
           .object({
-            ackWait: duration.default('30s').describe('how long a node may work on an envelope before JetStream delivers it again'),
+            ackWait: duration.default('30s').describe('how long a node may go silent on a message before JetStream delivers it again (a node still working on one sends in-progress acks, for up to 10 times this)'),
             maxAge: duration.default('7d').describe('how long an envelope waits in an outbound stream for its uplink before it is discarded'),
             duplicateWindow: duration.default('2m').describe('window in which a copy stored again under the same Nats-Msg-Id (a JetStream redelivery) is dropped'),
           })

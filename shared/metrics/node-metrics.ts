@@ -8,7 +8,8 @@
 //   relay, gateway  ramesh_hop_queue_wait_seconds{from}   a child's message: JetStream store time -> received here
 //                   ramesh_hop_processing_seconds{outcome} received -> next durable step (forwarded, answered)
 //                   ramesh_requests_refused_total{layer,reason}, ramesh_link_up{child}
-//   gateway         ramesh_cas_request_duration_seconds{op,outcome}, ramesh_cas_errors_total{op,reason}
+//   gateway         ramesh_cas_request_duration_seconds{op,outcome}, ramesh_cas_errors_total{op,reason},
+//                   ramesh_cas_calls_in_flight{state} (running, waiting for a slot of cas.maxInFlight)
 //   edge            ramesh_issuance_duration_seconds{status} (finalize -> result), ramesh_results_received_total{status,by},
 //                   ramesh_acme_requests_total{endpoint,method,status}, ramesh_acme_request_duration_seconds{endpoint}
 //   edge, relay     ramesh_envelopes_queued (own outbound stream, waiting for the parent)
@@ -43,6 +44,8 @@ export interface MetricSources {
   /** Messages in the node's outbound stream; null when it cannot be read now. */
   queued?: () => Promise<number | null>;
   links?: () => InboundLinkState[];
+  /** Gateway: calls to the CA service under way and waiting for a slot (cas.maxInFlight). */
+  casCalls?: () => { running: number; waiting: number };
 }
 
 type Role = 'edge' | 'relay' | 'gateway' | string;
@@ -68,6 +71,7 @@ export class NodeMetrics {
   readonly acmeRequestDuration: Histogram<'endpoint'>;
   readonly casDuration: Histogram<'op' | 'outcome'>;
   readonly casErrors: Counter<'op' | 'reason'>;
+  readonly casCalls: Gauge<'state'>;
 
   private sources: MetricSources = {};
   private nats: NatsState = 'unknown';
@@ -192,6 +196,17 @@ export class NodeMetrics {
       help: 'CA service calls that ended in an error, by operation and reason',
       labelNames: ['op', 'reason'],
       registers: on('gateway'),
+    });
+    this.casCalls = new Gauge({
+      name: 'ramesh_cas_calls_in_flight',
+      help: 'Calls to the CA service by state: running, or waiting for a slot (at most cas.maxInFlight run at once)',
+      labelNames: ['state'],
+      registers: on('gateway'),
+      collect() {
+        const c = self.sources.casCalls?.() ?? { running: 0, waiting: 0 };
+        this.set({ state: 'running' }, c.running);
+        this.set({ state: 'waiting' }, c.waiting);
+      },
     });
     // Event-loop delay sampled every 100 ms, not prom-client's 10 ms: a timer firing 100 times a second
     // in every idle node process (15 of them in test/bench) costs CPU and wakes the machine for nothing

@@ -1,2 +1,3 @@
 export * from './store.js';
 export * from "./keyed-lock.js";
+export * from "./semaphore.js";

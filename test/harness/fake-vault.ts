@@ -22,7 +22,8 @@
 // an expired one 200 with a warning and no data. Serials are random below 2^159, in colon hex of the
 // integer's minimal bytes. `expiration` is a number (Vault's Go code; the docs' samples quote it).
 // The fake signs with real crypto (its own EC root and intermediate, @peculiar/x509) and records every
-// request, certificate and revocation for tests to count. Faults (500, 503, 400, hangs) are injected per call.
+// request, certificate and revocation for tests to count, and the most calls it answered at once. Faults (500,
+// 503, 400, hangs, delays) are injected per call.
 
 import { createHash, createPublicKey, randomBytes, randomUUID, webcrypto } from 'node:crypto';
 import { createServer, type Server } from 'node:https';
@@ -80,7 +81,9 @@ export type FakeVaultOp =
 export type FakeVaultFault =
   | { status: number; errors?: string[] }
   /** Never answers (the socket stays open until the client gives up). With `process`, the call is carried out first (a sign signs). */
-  | { hang: true; process?: boolean };
+  | { hang: true; process?: boolean }
+  /** Answered as usual after `delayMs` (a Vault under load: the sign is carried out after the delay). */
+  | { delayMs: number };
 
 export interface FakeVaultCall {
   op: FakeVaultOp;
@@ -188,6 +191,9 @@ export class FakeVault {
   private readonly wrapping = new Map<string, { secretId: string; expiresAt: number }>();
   private readonly faults: Array<{ op: FakeVaultOp | 'any'; left: number; fault: FakeVaultFault }> = [];
   private readonly held = new Set<ServerResponse>();
+  private readonly active = new Map<FakeVaultOp, number>();
+  /** The most calls of each operation the fake was answering at once (see resetPeaks). */
+  readonly peakInFlight = new Map<FakeVaultOp, number>();
   private root!: x509.X509Certificate;
   private inter!: x509.X509Certificate;
   private interKeys!: CryptoKeyPair;
@@ -249,6 +255,11 @@ export class FakeVault {
     this.faults.length = 0;
   }
 
+  /** Forgets the peaks of peakInFlight (calls under way keep counting). */
+  resetPeaks(): void {
+    this.peakInFlight.clear();
+  }
+
   /** Every call (of one operation). */
   callsOf(op: FakeVaultOp | 'login'): FakeVaultCall[] {
     return this.calls.filter((c) => (op === 'login' ? c.op.startsWith('login:') : c.op === op));
@@ -286,18 +297,24 @@ export class FakeVault {
     if (op === 'sign') call.role = decodeURIComponent(path.split('/').pop() ?? '');
     this.calls.push(call);
 
+    const now = (this.active.get(op) ?? 0) + 1;
+    this.active.set(op, now);
+    this.peakInFlight.set(op, Math.max(now, this.peakInFlight.get(op) ?? 0));
+    res.on('close', () => this.active.set(op, (this.active.get(op) ?? 1) - 1));
     const fault = this.takeFault(op);
+    if (fault && 'delayMs' in fault) await new Promise((r) => setTimeout(r, fault.delayMs));
     let answer: Answer;
     if (fault && 'status' in fault) {
       answer = { status: fault.status, body: { errors: fault.errors ?? defaultErrors(fault.status) } };
     } else {
-      if (fault?.hang && !fault.process) return this.hold(call, res);
+      const hang = fault && 'hang' in fault ? fault : undefined;
+      if (hang && !hang.process) return this.hold(call, res);
       try {
         answer = await this.route(req, method, path, namespace, Buffer.concat(chunks));
       } catch (e) {
         answer = { status: 500, body: { errors: [`1 error occurred:\n\t* ${(e as Error).message}\n\n`] } };
       }
-      if (fault?.hang) return this.hold(call, res);
+      if (hang) return this.hold(call, res);
     }
     call.status = answer.status;
     if (answer.text !== undefined) {

@@ -4,7 +4,7 @@ import { connect } from 'nats';
 import { startTestMesh, type NodeProcess, type TestMesh } from '../harness/mesh.js';
 import { EdgeDriver } from '../harness/edge-driver.js';
 import { nodeConnectOptions } from '../../shared/bus/auth.js';
-import { ENVELOPE_ID_HEADER, ENVELOPE_IDS_HEADER, outStream } from '../../shared/bus/subjects.js';
+import { ENVELOPE_ID_HEADER, ENVELOPE_IDS_HEADER, outStream, QUEUED_SINCE_HEADER } from '../../shared/bus/subjects.js';
 import { NodeStore } from '../../shared/store/index.js';
 import { signEdgeEnvelope, type EdgePayload, type ResultPayload } from '../../shared/envelope/index.js';
 
@@ -138,22 +138,34 @@ describe('integration: bundles waiting at a relay whose uplink is down', { timeo
     await m?.stop();
   });
 
-  /** Every envelope copy waiting in relay-1's outbound stream: [envelope id, Nats-Msg-Id of its copy], per message. */
-  async function waiting(): Promise<Array<Array<[string, string]>>> {
+  /**
+   * Every message waiting in relay-1's outbound stream: its envelope copies ([envelope id, Nats-Msg-Id of
+   * the copy]) and its Ra-Mesh-Queued-Since header (NaN when absent).
+   */
+  async function messages(): Promise<Array<{ copies: Array<[string, string]>; since: number }>> {
     const nc = await connect({ servers: m.topology.natsUrl('relay-1'), ...(await nodeConnectOptions(m.topology, 'relay-1')) });
     try {
       const jsm = await nc.jetstreamManager();
       const { state } = await jsm.streams.info(outStream('relay-1'));
-      const out: Array<Array<[string, string]>> = [];
+      const out: Array<{ copies: Array<[string, string]>; since: number }> = [];
       for (let seq = state.first_seq; state.messages > 0 && seq <= state.last_seq; seq++) {
         const msg = await jsm.streams.getMessage(outStream('relay-1'), { seq }).catch(() => undefined);
         if (!msg) continue;
         const list = msg.header.get(ENVELOPE_IDS_HEADER);
-        out.push(list ? list.split(',').map((p) => p.split('=') as [string, string]) : [[msg.header.get(ENVELOPE_ID_HEADER), msg.header.get('Nats-Msg-Id')]]);
+        const copies = list ? list.split(',').map((p) => p.split('=') as [string, string]) : [[msg.header.get(ENVELOPE_ID_HEADER), msg.header.get('Nats-Msg-Id')] as [string, string]];
+        out.push({ copies, since: Number(msg.header.get(QUEUED_SINCE_HEADER) || NaN) });
       }
       return out;
     } finally {
       await nc.close();
+    }
+  }
+  /** Every envelope copy waiting in relay-1's outbound stream, per message. */
+  const waiting = async () => (await messages()).map((x) => x.copies);
+  /** Every waiting message says the envelopes in it have waited since the first copies came (queue-wait metric). */
+  async function waitedSinceFirstCopies(from: number, to: number): Promise<void> {
+    for (const { copies, since } of await messages()) {
+      assert.ok(since >= from && since <= to, `a message of ${copies.length} waits since ${since}: the first copies came between ${from} and ${to}`);
     }
   }
   /** The same request re-signed (same id and content, fresh nonce), as an edge does before a retransmit. */
@@ -173,14 +185,17 @@ describe('integration: bundles waiting at a relay whose uplink is down', { timeo
     procs.push(relay);
     const envs = await Promise.all(Array.from({ length: 40 }, (_, i) => d.issueEnvelope([`held${i}.corp.test`])));
     const ids = envs.map((e) => e.id);
+    const sentAt = Date.now();
     await Promise.all(envs.map((e) => d.send(e.id, e.jws)));
     await waitFor('the relay took every copy', async () => (await d.queue.depth()) === 0 && (await waiting()).flat().length === ids.length);
+    const tookAt = Date.now();
     const first = await waiting();
     assert.ok(first.some((msg) => msg.length > 1), `some copies wait in bundles: ${first.map((x) => x.length).join(',')}`);
 
     // No answer comes (the gateway is away): the edge retransmits every one.
     for (const e of envs) assert.equal(await d.queue.resend(await resigned(e.jws), e.id, 2), 'sent');
     await waitFor('one copy of each waits at the relay (the bundles of the first copies are gone)', () => oneCopyEach(ids, 2));
+    await waitedSinceFirstCopies(sentAt, tookAt);
 
     // A restarted relay reads the bundles' envelope lists back, and replaces them just the same.
     await relay.kill('SIGKILL');
@@ -188,6 +203,7 @@ describe('integration: bundles waiting at a relay whose uplink is down', { timeo
     procs.push(relay);
     for (const e of envs) assert.equal(await d.queue.resend(await resigned(e.jws), e.id, 3), 'sent');
     await waitFor('one copy of each waits after the restart', () => oneCopyEach(ids, 3));
+    await waitedSinceFirstCopies(sentAt, tookAt);
 
     const gw = await m.spawnNode('gw');
     procs.push(gw);

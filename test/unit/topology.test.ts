@@ -18,6 +18,7 @@ test('ok/chain paths, children, defaults', () => {
   assert.deepEqual(t.children('gw').map((n) => n.id), ['relay-a', 'edge-2']);
   assert.equal(t.gateway().id, 'gw');
   assert.equal(t.gateway().cas?.type, 'builtin');
+  assert.equal(t.gateway().cas?.maxInFlight, 64);
   assert.deepEqual(t.acme('edge-2').challenges, ['http-01']);
   assert.equal(t.acme('edge-2').listen, '127.0.0.1:8443');
   assert.equal(t.natsUrl('edge-1'), 'nats://127.0.0.1:4222');
@@ -55,6 +56,8 @@ const failures: Array<[string, string, RegExp, RegExp]> = [
   ['fail/same-listen', BASE.replace('dc: east, parent: gw}', 'dc: east, parent: gw, acme: {listen: "127.0.0.1:9001"}}'), /nodes\[4\]\.acme\.listen/, /already used/],
   ['fail/yaml-syntax', 'mesh: t\nnodes: [\n', /\(root\)/, /./],
   ['fail/no-nodes', 'mesh: t\nnodes: []\n', /nodes/, /./],
+  ['fail/cas-max-in-flight-zero', BASE.replace('dc: core}', 'dc: core, cas: {type: builtin, maxInFlight: 0}}'), /nodes\[0\]\.cas\.maxInFlight/, /1/],
+  ['fail/cas-max-in-flight-fraction', BASE.replace('dc: core}', 'dc: core, cas: {type: builtin, maxInFlight: 2.5}}'), /nodes\[0\]\.cas\.maxInFlight/, /expected int/],
 ];
 
 for (const [name, yaml, pathRe, msgRe] of failures) {
