@@ -612,10 +612,16 @@ export class EnvelopeQueue {
     } finally {
       clearInterval(working);
     }
-    if (d === 'ack') m.ack();
-    else if (d === 'drop') m.term();
-    // Backs off while the next durable step stays unavailable (a CA down for hours): 1 s, 2 s, ... 60 s.
-    else m.nak(Math.min(60_000, this.o.retryDelayMs * 2 ** Math.min(10, Math.max(0, m.info.redeliveryCount - 1))));
+    try {
+      if (d === 'ack') m.ack();
+      else if (d === 'drop') m.term();
+      // Backs off while the next durable step stays unavailable (a CA down for hours): 1 s, 2 s, ... 60 s.
+      else m.nak(Math.min(60_000, this.o.retryDelayMs * 2 ** Math.min(10, Math.max(0, m.info.redeliveryCount - 1))));
+    } catch (e) {
+      // The connection closed while the message was handled (nats.js 2.29 drops the ack silently; a client
+      // that throws must not reject this promise): unacked, the message is delivered again after ackWait.
+      this.log.warn({ err: (e as Error).message, ...(envelopeId ? { envelopeId } : {}), disposition: d }, 'could not settle the message; it will be delivered again');
+    }
   }
 
   /**
@@ -629,7 +635,13 @@ export class EnvelopeQueue {
     const until = Date.now() + WORKING_MAX_ACK_WAITS * this.o.ackWaitMs;
     const timer = setInterval(() => {
       if (Date.now() < until) {
-        m.working();
+        // On a connection closed meanwhile nats.js 2.29 drops the ack silently; should a client throw here,
+        // in a timer nobody would catch it. Redelivery follows after ackWait either way.
+        try {
+          m.working();
+        } catch {
+          clearInterval(timer);
+        }
         return;
       }
       clearInterval(timer);
