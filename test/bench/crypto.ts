@@ -4,6 +4,10 @@
 // - the JWS implementation: jose's Web Crypto calls (async, each one a hop to the libuv thread pool
 //   and back: what shared/envelope/jws.ts used before) against node:crypto's one-shot sign/verify
 //   (synchronous: what it uses now), timed one after the other with the same keys and payload.
+// - a relay's own path per request in bundles of 1, 4, 12 and 64 (verifyMessage and its policy layer, as
+//   relay-service.ts runs them), verified at r5 on r6's bundle of r7's bundle of r8's bundle of edge
+//   envelopes: the nesting d4-r1 sees in the mesh under load. Its floor is what a relay cannot go below
+//   per request while every node checks every request's edge signature (DESIGN.md).
 // Timings are wall time per operation, one at a time, and CPU time of this process per operation.
 
 import { sign, verify } from 'node:crypto';
@@ -13,7 +17,21 @@ import { join } from 'node:path';
 import { compactVerify, CompactSign } from 'jose';
 import { stringify } from 'yaml';
 import { parseTopology } from '../../shared/config/index.js';
-import { KeyRing, generateNodeKeyPair, newEdgePayload, signEdgeEnvelope, verifyEnvelope, wrapEnvelope, type EnvelopeAlg, type NodeKey } from '../../shared/envelope/index.js';
+import {
+  bundleEnvelopes,
+  KeyRing,
+  generateNodeKeyPair,
+  newEdgePayload,
+  ReplayGuard,
+  signEdgeEnvelope,
+  verifyEnvelope,
+  verifyMessage,
+  wrapEnvelope,
+  type EnvelopeAlg,
+  type NodeKey,
+} from '../../shared/envelope/index.js';
+import { enforceValidationMethods } from '../../shared/envelope/validation-methods.js';
+import { enforceHop, PolicyLayer } from '../../shared/policy/index.js';
 import { loadOrCreateNodeKey } from '../../shared/envelope/index.js';
 import { makeCsr } from '../harness/acme-client.js';
 import { round, table } from './lib/stats.js';
@@ -50,11 +68,14 @@ async function chain(dir: string, alg: EnvelopeAlg) {
   return { topology, keys, ring };
 }
 
+const BUNDLE_SIZES = [1, 4, 12, 64];
+
 export async function cryptoBench(o: { ops: number }) {
   const started = Date.now();
   const dir = await mkdtemp(join(tmpdir(), 'ra-mesh-bench-crypto-'));
   const csr = await makeCsr(['x.bench.test']);
   const rows: Array<Record<string, unknown>> = [];
+  const pathRows: Array<{ alg: string; perBundle: number; perRequestUs: { wallUs: number; cpuUs: number }; messageBytes: number }> = [];
   try {
     for (const alg of ['EdDSA', 'ES256'] as const) {
       const { topology, keys, ring } = await chain(join(dir, alg), alg);
@@ -96,6 +117,32 @@ export async function cryptoBench(o: { ops: number }) {
         envelopeBytes: { edge: edgeJws.length, depth4: layers[4]!.length, depth8: layers[8]!.length },
       };
       rows.push(r);
+      // A relay's path per request, by bundle size.
+      const hop = (node: string) => ({ node, recvAt: Date.now(), policy: 'p', decision: 'allow' as const });
+      const bundleOf = async (n: number) => {
+        const edges = await Promise.all(Array.from({ length: n }, () => signEdgeEnvelope(payload(), keys.e!)));
+        const r8 = await bundleEnvelopes(edges, hop('r8'), keys.r8!, { ttlMs: 300_000 });
+        const r7 = await bundleEnvelopes([r8], hop('r7'), keys.r7!, { ttlMs: 300_000 });
+        return bundleEnvelopes([r7], hop('r6'), keys.r6!, { ttlMs: 300_000 });
+      };
+      const layer = new PolicyLayer('r5', topology.node('r5').policy);
+      const replay = new ReplayGuard({ ttlMs: 600_000, max: 1_000_000 });
+      for (const per of BUNDLE_SIZES) {
+        const n = Math.max(10, Math.ceil(o.ops / per));
+        const msgs: string[] = [];
+        for (let i = 0; i < n + Math.min(50, n); i++) msgs.push(await bundleOf(per));
+        let next = 0;
+        const t = await timeOp(n, async () => {
+          const m = await verifyMessage(msgs[next++]!, { topology, verifier: 'r5', keys: ring, replay });
+          if (m.envelopes.length !== per) throw new Error(`bench: ${m.envelopes.length} of ${per} requests verified`);
+          for (const env of m.envelopes) {
+            if (env.payload.kind !== 'issue') continue;
+            await enforceHop(layer, env.payload);
+            enforceValidationMethods(topology, env.payload);
+          }
+        });
+        pathRows.push({ alg, perBundle: per, perRequestUs: { wallUs: round(t.wallUs / per, 1), cpuUs: round(t.cpuUs / per, 1) }, messageBytes: msgs[0]!.length });
+      }
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -106,5 +153,17 @@ export async function cryptoBench(o: { ops: number }) {
     ['alg', 'node sign', 'node verify', 'jose sign', 'jose verify', 'edge envelope sign', 'relay wrap', 'verify 1 layer', 'verify 4+1', 'verify 8+1'],
     rows.map((r: any) => [r.alg, f(r.nodeSignUs), f(r.nodeVerifyUs), f(r.joseSignUs), f(r.joseVerifyUs), f(r.signEdgeEnvelopeUs), f(r.wrapUs), f(r.verify1LayerUs), f(r.verify4LayersUs), f(r.verify9LayersUs)]),
   );
-  return { name: 'crypto', result: { what: 'microseconds per operation, one at a time, in this process', rows, ms: Date.now() - started }, text };
+  const pathText = table(
+    "0a. A relay's path per request (verify + policy, us per request, wall / cpu) in a bundle, three bundle layers below (as d4-r1 under load)",
+    ['alg', ...BUNDLE_SIZES.map((n) => `bundle of ${n}`), 'message bytes (bundle of 64)'],
+    [...new Set(pathRows.map((r) => r.alg))].map((alg) => {
+      const of = pathRows.filter((r) => r.alg === alg);
+      return [alg, ...BUNDLE_SIZES.map((n) => f(of.find((r) => r.perBundle === n)!.perRequestUs)), of.find((r) => r.perBundle === 64)!.messageBytes];
+    }),
+  );
+  return {
+    name: 'crypto',
+    result: { what: 'microseconds per operation, one at a time, in this process', rows, relayPath: pathRows, ms: Date.now() - started },
+    text: `${text}\n${pathText}`,
+  };
 }
