@@ -268,8 +268,12 @@ export interface VerifyOptions {
 
 /** The tolerated clock difference between nodes: the topology's envelope.clockSkew. */
 export function clockSkewMs(topology: Topology): number {
-  return parseDuration(topology.config.envelope.clockSkew);
+  // Asked on every verification: parsed once per topology (its config is frozen).
+  let ms = SKEW_OF.get(topology);
+  if (ms === undefined) SKEW_OF.set(topology, (ms = parseDuration(topology.config.envelope.clockSkew)));
+  return ms;
 }
+const SKEW_OF = new WeakMap<Topology, number>();
 
 const article = (role: string) => (role === 'edge' ? 'an edge' : `a ${role}`);
 

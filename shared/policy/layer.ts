@@ -80,10 +80,16 @@ export class PolicyLayer {
    * extension rules, or cn/email/uri names (which are not order identifiers).
    */
   get judgesCsrItself(): boolean {
-    const p = this.policy;
-    const names = (['cn', 'email', 'uri'] as const).some((t) => this.list('allow', t).length + this.list('deny', t).length > 0);
-    return names || p.keys !== undefined || p.signatureAlgorithms !== undefined || p.extensions !== undefined;
+    // Asked for every request at every hop; the policy never changes after construction.
+    if (this.#judgesCsr === undefined) {
+      const p = this.policy;
+      const names = (['cn', 'email', 'uri'] as const).some((t) => this.list('allow', t).length + this.list('deny', t).length > 0);
+      this.#judgesCsr = names || p.keys !== undefined || p.signatureAlgorithms !== undefined || p.extensions !== undefined;
+    }
+    return this.#judgesCsr;
   }
+
+  #judgesCsr: boolean | undefined;
 
   private list(kind: 'allow' | 'deny', type: NameType): string[] {
     return this.policy[kind]?.[type] ?? [];
