@@ -108,11 +108,6 @@ export class GatewayService {
   private readonly casCalls: Collection<{ at: number; what: 'sign' }>;
   private crlTimer?: NodeJS.Timeout;
   private readonly layers: Map<string, PolicyLayer>;
-  /**
-   * Calls to the CA service under way at once, over all requests (cas.maxInFlight): a bundle brings many
-   * requests at a time, and a remote CA must not see them all at once.
-   */
-  private readonly casSlots: Semaphore;
   /** Count of CA calls made by this process (tests and metrics read it). */
   issued = 0;
 
@@ -125,13 +120,17 @@ export class GatewayService {
     readonly cas: CertificateAuthorityService,
     private readonly log: Logger,
     private readonly locks: KeyedLock,
+    /**
+     * Calls to the CA service under way at once, over all requests (cas.maxInFlight): a bundle brings many
+     * requests at a time, and a remote CA must not see them all at once.
+     */
+    private readonly casSlots: Semaphore,
   ) {
     this.results = db.collection('result');
     this.certs = db.collection('issued-cert');
     this.casCalls = db.collection('cas-call');
     this.replay = new ReplayGuard({ ttlMs: parseDuration(topology.config.envelope.ttl) * 2, max: 100_000 });
     this.layers = new Map(topology.nodes.map((n) => [n.id, new PolicyLayer(n.id, n.policy)]));
-    this.casSlots = new Semaphore(topology.node(nodeId).cas?.maxInFlight ?? casSchema.parse({ type: 'builtin' }).maxInFlight);
   }
 
   static async create(opts: GatewayServiceOptions): Promise<GatewayService> {
@@ -145,8 +144,9 @@ export class GatewayService {
       const key = await loadOrCreateMeshNodeKey(topology, nodeId);
       const keys = opts.keys ?? (await loadMeshKeyRing(topology));
       const locks = new KeyedLock();
-      const cas = opts.cas ?? (await createCas(node.cas ?? casSchema.parse({ type: 'builtin' }), { topology, nodeId, db, locks, log }));
-      return new GatewayService(nodeId, topology, db, key, keys, cas, log, locks);
+      const casConfig = node.cas ?? casSchema.parse({ type: 'builtin' });
+      const cas = opts.cas ?? (await createCas(casConfig, { topology, nodeId, db, locks, log }));
+      return new GatewayService(nodeId, topology, db, key, keys, cas, log, locks, new Semaphore(casConfig.maxInFlight));
     } catch (e) {
       // A CA service that cannot start (bad credentials file, unreachable root) must not leave the store locked.
       await db.close();

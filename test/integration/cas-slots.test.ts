@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
-import { webcrypto } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { GatewayService } from '../../services/gateway/index.js';
-import { x509 } from '../../shared/pki/index.js';
 import { EdgeDriver } from '../harness/edge-driver.js';
 import { FakeVault } from '../harness/fake-vault.js';
 import { startTestMesh, type TestMesh } from '../harness/mesh.js';
@@ -21,16 +19,6 @@ const SECRET_ID = 'slots-secret-id';
 const BURST = 12;
 const SIGN_DELAY_MS = 500;
 const SLOTS = 2;
-
-async function csrFor(name: string): Promise<string> {
-  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
-  const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
-    { name: `CN=${name}`, keys, signingAlgorithm: alg, extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: name }])] },
-    webcrypto as never,
-  );
-  return Buffer.from(csr.rawData).toString('base64url');
-}
 
 /** The value of one series of a gateway metric (a histogram's `_count`); undefined when absent. */
 async function metric(gw: GatewayService, name: string, labels: Record<string, string>): Promise<number | undefined> {
@@ -94,14 +82,14 @@ describe('integration: cas.maxInFlight and in-progress acks behind a slow CA ser
 
   test('ok/a burst: never more than maxInFlight sign calls at the CA, each request signed once and answered once, no redelivery', async () => {
     // Warm: the Vault login and one certificate, so the burst below measures signing only.
-    const warm = await edge.issueEnvelope(['warm.corp.test'], { csr: await csrFor('warm.corp.test') });
+    const warm = await edge.issueEnvelope(['warm.corp.test']);
     assert.equal((await edge.exchange(warm.id, warm.jws)).status, 'valid');
     vault.resetPeaks();
     const signsBefore = vault.callsOf('sign').length;
     const answeredBefore = (await metric(gw, 'ramesh_hop_processing_seconds', { outcome: 'answered' })) ?? 0;
     vault.inject('sign', BURST, { delayMs: SIGN_DELAY_MS });
 
-    const envs = await Promise.all(Array.from({ length: BURST }, async (_, i) => edge.issueEnvelope([`b${i}.corp.test`], { csr: await csrFor(`b${i}.corp.test`) })));
+    const envs = await Promise.all(Array.from({ length: BURST }, (_, i) => edge.issueEnvelope([`b${i}.corp.test`])));
     await Promise.all(envs.map((e) => edge.send(e.id, e.jws)));
     // While the burst is worked through, the calls beyond the slots wait, and the gauge says so.
     let sawWaiting = 0;
