@@ -252,6 +252,8 @@ export class GatewayService {
         while (next < msg.envelopes.length) {
           const env = msg.envelopes[next++]!;
           done.push(await this.answer(env, info, recvAt));
+          // The other messages waiting for CA slots behind this one stay kept from redelivery (queue.ts).
+          info.progress();
         }
       }),
     );

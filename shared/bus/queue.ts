@@ -92,8 +92,14 @@ const NO_MESSAGE_FOUND = 10037;
 const DEFAULTS = { maxAgeMs: 7 * 86_400_000, duplicateWindowMs: 120_000, concurrency: 64, ackWaitMs: 30_000, retryDelayMs: 1_000 };
 const FETCH_EXPIRES_MS = 1_000;
 const FETCH_BATCH = 64;
-/** A message being handled is kept from redelivery (in-progress acks) for at most this many times ackWait. */
+/**
+ * A message being handled is kept from redelivery (in-progress acks) while this node makes progress:
+ * until it has gone this many times ackWait without finishing a message or hearing of progress from a
+ * handler (MessageInfo.progress), and in any case for at most WORKING_HARD_MAX_ACK_WAITS times ackWait
+ * (a handler that never returns: a defect, not a slow CA).
+ */
 const WORKING_MAX_ACK_WAITS = 10;
+const WORKING_HARD_MAX_ACK_WAITS = 100;
 /** How long after its expiry a pull request may still be answered (408) before it counts as lost. */
 const ANSWER_GRACE_MS = 2_000;
 
@@ -106,6 +112,11 @@ export interface MessageInfo {
   from: string;
   recvAt: number;
   waitMs: number;
+  /**
+   * Tells the queue the node is getting on with its work (e.g. a request of a bundle answered), so the
+   * messages it holds stay kept from redelivery while they wait their turn (a bundle behind a slow CA).
+   */
+  progress: () => void;
 }
 
 type Handler = (data: Uint8Array, info: MessageInfo) => Promise<Disposition>;
@@ -173,6 +184,11 @@ export class EnvelopeQueue {
   private recovering?: Promise<void>;
   /** Envelopes answered while recover() runs: what it reads of them is stale. */
   private readonly forgotten = new Set<string>();
+  /** When this node last finished a message or a handler reported progress (keepWorking). */
+  private lastProgressAt = Date.now();
+  private readonly progressed = (): void => {
+    this.lastProgressAt = Date.now();
+  };
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -605,12 +621,15 @@ export class EnvelopeQueue {
       const queuedAt = Number.isFinite(since) && since < storedAt ? Math.max(since, storedAt - this.o.maxAgeMs) : storedAt;
       const waitMs = Math.max(0, recvAt - queuedAt);
       this.observer?.received(from, waitMs);
-      d = await handler(m.data, { redelivered: m.redelivered, ...(envelopeId ? { envelopeId } : {}), ...(msgId ? { msgId } : {}), from, recvAt, waitMs });
+      const info = { redelivered: m.redelivered, ...(envelopeId ? { envelopeId } : {}), ...(msgId ? { msgId } : {}), from, recvAt, waitMs, progress: this.progressed };
+      d = await handler(m.data, info);
     } catch (e) {
       this.log.error({ err: e, ...(envelopeId ? { envelopeId } : {}) }, 'envelope handler failed; will be delivered again');
       d = 'retry';
     } finally {
       clearInterval(working);
+      // A message finished, however it went: the node is not stuck.
+      this.progressed();
     }
     try {
       if (d === 'ack') m.ack();
@@ -628,13 +647,20 @@ export class EnvelopeQueue {
    * Keeps a message being handled from being delivered again: a handler may take longer than ackWait
    * (a bundle of many requests behind a slow CA service, or waiting for slots of cas.maxInFlight), and
    * a second delivery meanwhile would only be handled twice. JetStream restarts a message's ack timer
-   * at each in-progress ack (+WPI), sent here every third of ackWait, for at most
-   * WORKING_MAX_ACK_WAITS times ackWait: a handler stuck longer than that lets the message go again.
+   * at each in-progress ack (+WPI), sent here every third of ackWait, as long as the node makes
+   * progress: a message waiting its turn behind others (thousands of bundled requests queued for a few
+   * CA slots) is kept however long the queue ahead of it takes, while a node that has finished nothing
+   * for WORKING_MAX_ACK_WAITS times ackWait (its CA calls all hang) lets its messages go again. One
+   * handler that never returns while others finish lets its message go after WORKING_HARD_MAX_ACK_WAITS.
    */
   private keepWorking(m: JsMsg, envelopeId: string | undefined): NodeJS.Timeout {
-    const until = Date.now() + WORKING_MAX_ACK_WAITS * this.o.ackWaitMs;
+    const started = Date.now();
+    const stalledMs = WORKING_MAX_ACK_WAITS * this.o.ackWaitMs;
+    const hardUntil = started + WORKING_HARD_MAX_ACK_WAITS * this.o.ackWaitMs;
     const timer = setInterval(() => {
-      if (Date.now() < until) {
+      const now = Date.now();
+      const quietMs = now - Math.max(started, this.lastProgressAt);
+      if (quietMs < stalledMs && now < hardUntil) {
         // On a connection closed meanwhile nats.js 2.29 drops the ack silently; should a client throw here,
         // in a timer nobody would catch it. Redelivery follows after ackWait either way.
         try {
@@ -645,7 +671,10 @@ export class EnvelopeQueue {
         return;
       }
       clearInterval(timer);
-      this.log.warn({ ...(envelopeId ? { envelopeId } : {}), ms: WORKING_MAX_ACK_WAITS * this.o.ackWaitMs }, 'message still being handled; no longer kept from redelivery');
+      this.log.warn(
+        { ...(envelopeId ? { envelopeId } : {}), ms: now - started, quietMs },
+        quietMs >= stalledMs ? 'no progress on any message; this one is no longer kept from redelivery' : 'message handled for too long; no longer kept from redelivery',
+      );
     }, Math.max(100, Math.floor(this.o.ackWaitMs / 3)));
     timer.unref();
     return timer;

@@ -365,7 +365,7 @@ export const topologySchema = z
           .describe('TLS on every client port and leaf link of the NATS servers ra-mesh starts; nodes verify the servers with ca'),
         queue: z
           .object({
-            ackWait: duration.default('30s').describe('how long a node may go silent on a message before JetStream delivers it again (a node still working on one sends in-progress acks, for up to 10 times this)'),
+            ackWait: duration.default('30s').describe('how long a node may go silent on a message before JetStream delivers it again (a node still working on one sends in-progress acks while it makes progress; after 10 times this without any, or 100 times this in all, the message goes again)'),
             maxAge: duration.default('7d').describe('how long an envelope waits in an outbound stream for its uplink before it is discarded'),
             duplicateWindow: duration.default('2m').describe('window in which a copy stored again under the same Nats-Msg-Id (a JetStream redelivery) is dropped'),
           })

@@ -12,11 +12,14 @@ import { startTestMesh, type TestMesh } from '../harness/mesh.js';
 // in a real mesh (hub + leaf nats-servers; edge-a -> relay-1 -> gw) against the fake Vault of
 // test/harness/fake-vault.ts answering each sign call after a delay (a Vault under load). A burst from
 // the edge reaches the gateway as one or a few messages (a bundle) whose requests queue for two slots:
-// handling them takes several times `nats.queue.ackWait` (1 s here), which in-progress acks must cover.
+// handling them takes several times `nats.queue.ackWait` (1 s here), which in-progress acks must cover,
+// also past ten times ackWait while the gateway answers one request after another (queue.ts keepWorking).
 
 const ROLE_ID = 'a1b2c3d4-slots-role';
 const SECRET_ID = 'slots-secret-id';
 const BURST = 12;
+/** 48 requests through 2 slots at 500 ms a call: 12 s, more than ten times ackWait. */
+const LONG_BURST = 48;
 const SIGN_DELAY_MS = 500;
 const SLOTS = 2;
 
@@ -30,7 +33,7 @@ async function metric(gw: GatewayService, name: string, labels: Record<string, s
   return values.find((v) => (v.metricName ?? name) === series && Object.entries(labels).every(([k, x]) => v.labels[k] === x))?.value;
 }
 
-describe('integration: cas.maxInFlight and in-progress acks behind a slow CA service', { timeout: 120_000 }, () => {
+describe('integration: cas.maxInFlight and in-progress acks behind a slow CA service', { timeout: 180_000 }, () => {
   let dir: string;
   let m: TestMesh;
   let vault: FakeVault;
@@ -112,5 +115,23 @@ describe('integration: cas.maxInFlight and in-progress acks behind a slow CA ser
     for (const e of envs) assert.equal(edge.results.get(e.id)!.length, 1, `one result for ${e.id}`);
     assert.equal((await metric(gw, 'ramesh_hop_processing_seconds', { outcome: 'answered' })) ?? 0, answeredBefore, 'nothing answered from the result store');
     assert.equal((await metric(gw, 'ramesh_cas_calls_in_flight', { state: 'waiting' })) ?? 0, 0);
+  });
+
+  test('ok/a burst taking more than ten times ackWait behind the slots: every message kept while requests are answered, one result each', async () => {
+    const signsBefore = vault.callsOf('sign').length;
+    const answeredBefore = (await metric(gw, 'ramesh_hop_processing_seconds', { outcome: 'answered' })) ?? 0;
+    vault.inject('sign', LONG_BURST, { delayMs: SIGN_DELAY_MS });
+    const envs = await Promise.all(Array.from({ length: LONG_BURST }, (_, i) => edge.issueEnvelope([`long${i}.corp.test`])));
+    const t0 = Date.now();
+    await Promise.all(envs.map((e) => edge.send(e.id, e.jws)));
+    const results = await Promise.all(envs.map((e) => edge.waitResults(e.id, 1, 90_000)));
+    const ms = Date.now() - t0;
+    for (const [r] of results) assert.equal(r!.status, 'valid', JSON.stringify(r!.problem));
+    // The precondition of the case: the last requests waited past the old fixed bound (10 x ackWait).
+    assert.ok(ms > 10_000, `the burst took ${ms} ms`);
+    assert.equal(vault.callsOf('sign').length - signsBefore, LONG_BURST, 'one sign call per request');
+    await new Promise((r) => setTimeout(r, 2_500));
+    for (const e of envs) assert.equal(edge.results.get(e.id)!.length, 1, `one result for ${e.id}`);
+    assert.equal((await metric(gw, 'ramesh_hop_processing_seconds', { outcome: 'answered' })) ?? 0, answeredBefore, 'nothing answered from the result store');
   });
 });

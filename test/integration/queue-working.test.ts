@@ -8,8 +8,10 @@ import { EdgeDriver } from '../harness/edge-driver.js';
 import { startTestMesh, type TestMesh } from '../harness/mesh.js';
 
 // The envelope queue's in-progress acks (shared/bus/queue.ts keepWorking) against a real nats-server:
-// a handler working longer than nats.queue.ackWait (1 s here) keeps its message from a second delivery,
-// and a connection closed under a running handler neither crashes the node nor loses the message.
+// a handler working longer than nats.queue.ackWait (1 s here) keeps its message from a second delivery
+// while the node makes progress (also past ten times ackWait), a node that makes none for ten times
+// ackWait lets the message go again, and a connection closed under a running handler neither crashes
+// the node nor loses the message.
 // edge-a (an EdgeDriver) publishes into its outbound stream; the test reads it as the gateway would,
 // with the gateway's credentials and its own handler.
 
@@ -24,7 +26,7 @@ async function until(what: string, cond: () => boolean | Promise<boolean>, timeo
   }
 }
 
-describe('integration: a message handled for longer than ackWait', { timeout: 90_000 }, () => {
+describe('integration: a message handled for longer than ackWait', { timeout: 150_000 }, () => {
   let m: TestMesh;
   let d: EdgeDriver;
   const conns: NatsConnection[] = [];
@@ -76,6 +78,57 @@ describe('integration: a message handled for longer than ackWait', { timeout: 90
     assert.equal(seen[0]!.envelopeId, id);
     assert.equal(seen[0]!.redelivered, false);
     assert.equal(await d.queue.depth(), 0, 'acked: gone from the edge stream');
+    await q.stop();
+    await nc.close();
+  });
+
+  test('ok/a handler reporting progress for 12 times ackWait (past the 10 without progress): delivered once, acked once', async () => {
+    // A bundle behind a slow CA: the gateway answers one request after another (info.progress() each).
+    const seen: MessageInfo[] = [];
+    let finished = 0;
+    const { nc, q } = await reader(async (info) => {
+      seen.push(info);
+      for (let i = 0; i < 24; i++) {
+        await sleep(500);
+        info.progress();
+      }
+      finished += 1;
+      return 'ack';
+    });
+    const { id, jws } = await d.issueEnvelope(['progress.corp.test']);
+    await d.send(id, jws);
+    await until('the handler finished', () => finished === 1, 30_000);
+    await sleep(2_000);
+    assert.equal(seen.length, 1, `delivered ${seen.length} times`);
+    assert.equal(seen[0]!.envelopeId, id);
+    assert.equal(await d.queue.depth(), 0, 'acked: gone from the edge stream');
+    await q.stop();
+    await nc.close();
+  });
+
+  test('fail/a node that makes no progress for 10 times ackWait lets the message go: delivered again, then acked once', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const seen: MessageInfo[] = [];
+    const { nc, q } = await reader(async (info) => {
+      seen.push(info);
+      // The first delivery hangs (no progress); the second one is handled at once.
+      if (seen.length === 1) await held;
+      return 'ack';
+    });
+    const { id, jws } = await d.issueEnvelope(['stuck.corp.test']);
+    const sentAt = Date.now();
+    await d.send(id, jws);
+    await until('delivered again', () => seen.length === 2, 30_000);
+    const after = Date.now() - sentAt;
+    // Kept for ten times ackWait (1 s) while nothing moved, then one ackWait until JetStream delivers again.
+    assert.ok(after >= 10_000, `delivered again after ${after} ms`);
+    assert.equal(seen[1]!.envelopeId, id);
+    assert.equal(seen[1]!.redelivered, true);
+    await until('acked', async () => (await d.queue.depth()) === 0);
+    release();
+    await sleep(500);
+    assert.equal(seen.length, 2);
     await q.stop();
     await nc.close();
   });
