@@ -9,11 +9,14 @@
 // the inverse of the chain's total CPU per certificate. Deployed, each node runs on a machine of its own
 // and a chain is a pipeline bounded by its busiest process: the bench also reports that bound, 1000 / the
 // largest CPU ms per certificate of any process of the chain (a figure derived from the CPU measured,
-// labelled as such; the target is judged on the measured throughput only).
+// labelled as such; the target is judged on the measured throughput only). It also prints how many
+// messages each relay stored for its parent per certificate (its outbound stream's sequences): below 1
+// under load, where relays bundle.
 
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { meshPids, type ChainMesh } from './lib/chain-mesh.js';
+import { outStream } from '../../shared/bus/subjects.js';
+import { meshPids, relayOf, type ChainMesh } from './lib/chain-mesh.js';
 import { cpuRunMsOfAll, median, round, table } from './lib/stats.js';
 
 export interface ThroughputOptions {
@@ -34,6 +37,14 @@ interface Window {
   perSec: number;
   failed: number;
   cpuMsPerCert: Record<string, number>;
+  /** Messages each relay of the chain stored for its parent per certificate, the lowest relay first (below 1: bundles). */
+  messagesPerCert: number[];
+}
+
+/** The last sequence of each relay's outbound stream (all on the leaf server), the lowest relay first. */
+async function relaySeqs(cm: ChainMesh, depth: number): Promise<number[]> {
+  const jsm = await cm.leaf.jetstreamManager();
+  return Promise.all(Array.from({ length: depth }, async (_, i) => (await jsm.streams.info(outStream(relayOf(depth, depth - i)))).state.last_seq));
 }
 
 async function window(cm: ChainMesh, depth: number, inFlight: number, count: number, windowMs: number): Promise<Window> {
@@ -41,6 +52,7 @@ async function window(cm: ChainMesh, depth: number, inFlight: number, count: num
   const envs: Array<{ id: string; jws: string }> = [];
   for (let i = 0; i < count; i++) envs.push(await drv.envelope());
   const pids = meshPids(cm);
+  const seq0 = await relaySeqs(cm, depth);
   const cpu0 = await cpuRunMsOfAll(pids);
   const valid0 = drv.valid;
   let next = 0;
@@ -66,6 +78,7 @@ async function window(cm: ChainMesh, depth: number, inFlight: number, count: num
   }
   if (drv.unverified > 0) throw new Error(`${drv.edgeId}: ${drv.unverified} results did not verify: ${drv.lastUnverified}`);
   const cpu1 = await cpuRunMsOfAll(pids);
+  const seq1 = await relaySeqs(cm, depth);
   const certs = drv.valid - valid0;
   const cpuMsPerCert: Record<string, number> = {};
   // Only the processes of this chain (and the gateway and servers) are listed.
@@ -73,7 +86,8 @@ async function window(cm: ChainMesh, depth: number, inFlight: number, count: num
   pids.forEach(([id], i) => {
     if (mine(id) && cpu0[i] !== undefined && cpu1[i] !== undefined) cpuMsPerCert[id] = round((cpu1[i]! - cpu0[i]!) / Math.max(1, certs), 2);
   });
-  return { depth, inFlight, certs, seconds: round(seconds), perSec: round(certs / seconds, 1), failed, cpuMsPerCert };
+  const messagesPerCert = seq1.map((x, i) => round((x - seq0[i]!) / Math.max(1, certs), 3));
+  return { depth, inFlight, certs, seconds: round(seconds), perSec: round(certs / seconds, 1), failed, cpuMsPerCert, messagesPerCert };
 }
 
 /** The busiest process of a chain (CPU ms per certificate) and the pipeline bound it sets (certificates/s). */
@@ -124,6 +138,7 @@ export async function throughput(cm: ChainMesh, o: ThroughputOptions) {
         gatewayCpuMs: cpu.gw,
         relayCpuMsEach: relays.length ? round(relays.reduce((a, [, v]) => a + v, 0) / relays.length, 2) : 0,
         natsCpuMs: round((cpu['nats:hub'] ?? 0) + (cpu['nats:dc-a'] ?? 0), 2),
+        relayMessagesPerCert: Array.from({ length: d }, (_, i) => round(median(ws.map((w) => w.messagesPerCert[i] ?? NaN)), 2)),
         ...pipelineBound(cpu),
       });
     }
@@ -148,8 +163,8 @@ export async function throughput(cm: ChainMesh, o: ThroughputOptions) {
   };
   const text = table(
     `2. Issuance throughput, builtin CA (${repeatsDone} repeats, medians; load ${result.loadavg1.join('/')})`,
-    ['in flight', 'depth', 'certs/s', 'runs', 'vs gw-only', 'vs depth 1', 'gw cpu ms/cert', 'relay cpu ms (each)', 'nats cpu ms', 'busiest', 'bound/s'],
-    rows.map((r) => [String(r.inFlight), String(r.depth), r.certsPerSec as number, (r.runs as number[]).join(' '), r.vsGatewayOnly as number, (r.vsDepth1 as number | undefined) ?? '', r.gatewayCpuMs as number, r.relayCpuMsEach as number, r.natsCpuMs as number, r.busiest as string, r.pipelineBoundPerSec as number]),
+    ['in flight', 'depth', 'certs/s', 'runs', 'vs gw-only', 'vs depth 1', 'gw cpu ms/cert', 'relay cpu ms (each)', 'nats cpu ms', 'msgs up/cert (lowest relay first)', 'busiest', 'bound/s'],
+    rows.map((r) => [String(r.inFlight), String(r.depth), r.certsPerSec as number, (r.runs as number[]).join(' '), r.vsGatewayOnly as number, (r.vsDepth1 as number | undefined) ?? '', r.gatewayCpuMs as number, r.relayCpuMsEach as number, r.natsCpuMs as number, (r.relayMessagesPerCert as number[]).join(' / '), r.busiest as string, r.pipelineBoundPerSec as number]),
   ) + `\ndepth 4 / depth 1: ${o.inFlight.map((c, i) => `${c} in flight ${d4vs1[i]}`).join(', ')}` +
     `\nderived, a core per process (1000 / the busiest process's cpu ms per cert): depth 4 / depth 1 ${o.inFlight.map((c) => `${c} in flight ${boundD4vs1[c]}`).join(', ')}`;
   return { name: 'throughput', result, text };

@@ -26,6 +26,13 @@ async function until(what: string, cond: () => boolean | Promise<boolean>, timeo
   }
 }
 
+/** A promise the test opens when it chooses (a handler held until then). */
+function gate(): { held: Promise<void>; release: () => void } {
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  return { held, release };
+}
+
 describe('integration: a message handled for longer than ackWait', { timeout: 150_000 }, () => {
   let m: TestMesh;
   let d: EdgeDriver;
@@ -39,6 +46,15 @@ describe('integration: a message handled for longer than ackWait', { timeout: 15
     queues.push(q);
     q.consume((_data, info) => handler(info));
     return { nc, q };
+  }
+
+  /** Once the handler is done: no second delivery within ackWait and more, and the message left the edge's stream. */
+  async function deliveredOnceAndAcked(seen: MessageInfo[], id: string): Promise<void> {
+    await sleep(2_000);
+    assert.equal(seen.length, 1, `delivered ${seen.length} times`);
+    assert.equal(seen[0]!.envelopeId, id);
+    assert.equal(seen[0]!.redelivered, false);
+    assert.equal(await d.queue.depth(), 0, 'acked: gone from the edge stream');
   }
 
   before(async () => {
@@ -73,11 +89,7 @@ describe('integration: a message handled for longer than ackWait', { timeout: 15
     await d.send(id, jws);
     await until('the handler finished', () => finished === 1);
     // Longer than ackWait again: a redelivery, had the message not been acked, would show by now.
-    await sleep(2_000);
-    assert.equal(seen.length, 1, `delivered ${seen.length} times`);
-    assert.equal(seen[0]!.envelopeId, id);
-    assert.equal(seen[0]!.redelivered, false);
-    assert.equal(await d.queue.depth(), 0, 'acked: gone from the edge stream');
+    await deliveredOnceAndAcked(seen, id);
     await q.stop();
     await nc.close();
   });
@@ -98,17 +110,13 @@ describe('integration: a message handled for longer than ackWait', { timeout: 15
     const { id, jws } = await d.issueEnvelope(['progress.corp.test']);
     await d.send(id, jws);
     await until('the handler finished', () => finished === 1, 30_000);
-    await sleep(2_000);
-    assert.equal(seen.length, 1, `delivered ${seen.length} times`);
-    assert.equal(seen[0]!.envelopeId, id);
-    assert.equal(await d.queue.depth(), 0, 'acked: gone from the edge stream');
+    await deliveredOnceAndAcked(seen, id);
     await q.stop();
     await nc.close();
   });
 
   test('fail/a node that makes no progress for 10 times ackWait lets the message go: delivered again, then acked once', async () => {
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
+    const { held, release } = gate();
     const seen: MessageInfo[] = [];
     const { nc, q } = await reader(async (info) => {
       seen.push(info);
@@ -134,8 +142,7 @@ describe('integration: a message handled for longer than ackWait', { timeout: 15
   });
 
   test('ok/the connection closes under a running handler: no crash, and the message comes again to the next reader', async () => {
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
+    const { held, release } = gate();
     const first: MessageInfo[] = [];
     const { nc } = await reader(async (info) => {
       first.push(info);
