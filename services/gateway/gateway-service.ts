@@ -107,6 +107,7 @@ export class GatewayService {
   /** Envelope ids a non-idempotent CA service was called for (see callOnce). */
   private readonly casCalls: Collection<{ at: number; what: 'sign' }>;
   private crlTimer?: NodeJS.Timeout;
+  private stopping?: Promise<void>;
   private readonly layers: Map<string, PolicyLayer>;
   /** Count of CA calls made by this process (tests and metrics read it). */
   issued = 0;
@@ -213,7 +214,13 @@ export class GatewayService {
     this.log.info({ roots: `${this.httpUrl}/roots.pem`, rootFingerprints: this.rootFingerprints, cas: this.cas.type }, 'gateway started');
   }
 
-  async stop(): Promise<void> {
+  /** Stops the gateway; a second call waits for the first (its files are closed once). */
+  stop(): Promise<void> {
+    this.stopping ??= this.stopOnce();
+    return this.stopping;
+  }
+
+  private async stopOnce(): Promise<void> {
     await this.metricsServer?.close();
     if (this.crlTimer) clearInterval(this.crlTimer);
     await this.queue?.stop();

@@ -142,6 +142,8 @@ export class AuditLog {
   private pending: Array<{ entry: AuditEntry; resolve: (r: AuditRecord) => void; reject: (e: unknown) => void }> = [];
   /** The slot of the head file the next head write goes to (the other holds the head before). */
   private slot = 0;
+  /** Set by close(): the descriptors are gone (their numbers may already name other files). */
+  private closing?: Promise<void>;
 
   private constructor(
     /** The log, opened for appending. */
@@ -176,6 +178,7 @@ export class AuditLog {
    * in the next one (one append and one head update for the group).
    */
   append(entry: AuditEntry): Promise<AuditRecord> {
+    if (this.closing) return Promise.reject(new Error('the audit log is closed'));
     return new Promise<AuditRecord>((resolve, reject) => {
       this.pending.push({ entry, resolve, reject });
       if (this.pending.length === 1) this.tail = this.tail.then(() => this.writePending()).catch(() => undefined);
@@ -238,10 +241,17 @@ export class AuditLog {
     this.slot = 1 - slot;
   }
 
-  async close(): Promise<void> {
-    await this.tail;
-    closeSync(this.fd);
-    closeSync(this.headFd);
+  /**
+   * Waits for the appends under way, then closes the files. Once only: a second call waits for the
+   * first. A descriptor number closed twice may by then name a file opened since (a gateway started
+   * again in the same process gets the same numbers), which a second closeSync would close.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.tail.then(() => {
+      closeSync(this.fd);
+      closeSync(this.headFd);
+    });
+    return this.closing;
   }
 }
 

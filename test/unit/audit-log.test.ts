@@ -209,6 +209,30 @@ describe('unit: audit log', () => {
     }
   });
 
+  test('ok/close twice: the second waits for the first and closes nothing opened since; fail/append after close', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'ra-mesh-audit-close-'));
+    try {
+      const log = await AuditLog.open(d);
+      await log.append(entry(1));
+      await log.close();
+      // The lowest free descriptor numbers: most likely the ones the log just gave back.
+      const other = fs.openSync(join(d, 'other'), 'w');
+      const other2 = fs.openSync(join(d, 'other2'), 'w');
+      await Promise.all([log.close(), log.close()]);
+      // Both still open: a second closeSync of the log's numbers would have closed them (or thrown EBADF).
+      fs.writeSync(other, 'still open');
+      fs.writeSync(other2, 'still open');
+      fs.closeSync(other);
+      fs.closeSync(other2);
+      await assert.rejects(log.append(entry(2)), /audit log is closed/);
+      const v = await verifyAuditLog(d);
+      assert.equal(v.ok, true);
+      assert.equal(v.records, 1);
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
   test('fail/the gateway refuses to append to a broken log', async () => {
     await withLines((l) => l.filter((_, i) => i !== 3));
     await assert.rejects(AuditLog.open(dir), /broken at record 4/);
