@@ -44,6 +44,8 @@ process.env.RA_MESH_LOG_LEVEL ??= 'error';
 const DEPTHS = [0, 1, 2, 4, 8];
 /** Envelopes sent through every chain before anything is measured (BENCH_WARMUP; 0: none). */
 const warmUpCount = S(Number(process.env.BENCH_WARMUP ?? 400), 0);
+/** Then envelopes sent one at a time through every chain (BENCH_WARMUP_LONE; 0: none). */
+const warmUpLone = S(Number(process.env.BENCH_WARMUP_LONE ?? 400), 0);
 /** The ACME edge under the 1-relay chain, and the one right under the gateway. */
 const ACME_EDGE = 'acme-edge';
 const ACME_EDGE_GW = 'acme-edge-gw';
@@ -108,6 +110,13 @@ try {
     const w = await warmUpChains(cm, { perChain: warmUpCount, inFlight: 16, maxMs: 60_000 });
     log(`warm-up: ${w.sent} envelopes through the chains in ${round(w.ms / 1000, 1)} s (${w.failed} failed)`);
   }
+  if (warmUpLone > 0) {
+    // At 16 in flight the relays mostly bundle, so the path of a lone envelope (what one in flight takes:
+    // the relay benchmark, a quiet segment) was seldom run; V8 then optimises it, or deoptimises and
+    // recompiles what the bundles' types had optimised, during the measurement.
+    const w = await warmUpChains(cm, { perChain: warmUpLone, inFlight: 1, maxMs: 45_000 });
+    log(`warm-up, one at a time: ${w.sent} envelopes through the chains in ${round(w.ms / 1000, 1)} s (${w.failed} failed)`);
+  }
   {
     const r = await idleCpu(cm, { windowMs: S(5_000, 2_000) });
     summary.idle = { totalMsPerSec: r.result.totalMsPerSec, rows: r.result.rows };
@@ -168,10 +177,12 @@ try {
         { concurrency: 16, accounts: 'per-worker' },
         { concurrency: 16, accounts: 'shared' },
       ] as const).filter((l) => !loads || loads.has(loadLabel(l))),
-      rounds: 3,
+      rounds: Number(process.env.BENCH_ACME_ROUNDS ?? 3),
       windowMs: S(5_000, 1_000),
       maxOrders: 2_000,
       maxMs: 480_000,
+      // BENCH_ACME_WARMUP orders (0: none) at 16 in flight before the rounds, on each server not restarted per turn.
+      warmUp: { concurrency: 16, orders: S(Number(process.env.BENCH_ACME_WARMUP ?? 2_000), 0), maxMs: S(15_000, 3_000) },
       cpuPids: (s) => edges.find((e) => e.name === s.name)?.cpuPids() ?? s.pids().map((p): [string, number] => [s.name, p]),
     });
     summary.acmeEdge = r.result.target;

@@ -19,6 +19,18 @@ import { registerRevoke } from './revoke.js';
 export const MAX_BODY_BYTES = 64 * 1024;
 
 /**
+ * How a request's error is logged. An unexpected failure (any exception that is not an RaError, or an
+ * RaError wrapping a cause) is an internal error: level error, with the cause and its stack. A
+ * serverInternal this server or the mesh chose to answer, with a detail that says why (a revocation
+ * whose answer did not arrive within acme.revokeWait, the CA's own refusal), is an operating condition
+ * and not a defect: level warn, the detail only. Every other problem is the client's: level debug.
+ */
+export function problemLogLevel(thrown: unknown, e: RaError): 'error' | 'warn' | 'debug' {
+  if (e.type !== 'serverInternal') return 'debug';
+  return thrown instanceof RaError && e.cause === undefined ? 'warn' : 'error';
+}
+
+/**
  * The edge's ACME server (RFC 8555). Only the edge renders problem documents; every error that
  * reaches the handler becomes one, internal causes are logged and never sent.
  */
@@ -69,8 +81,9 @@ export function buildAcmeServer(ctx: AcmeContext, tls?: { cert: string; key: str
     else if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') e = new RaError('malformed', { detail: `request body exceeds ${MAX_BODY_BYTES} bytes`, status: 413 });
     else if (code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') e = new RaError('malformed', { detail: (err as Error).message, status: 415 });
     else e = toRaError(err);
-    if (e.type === 'serverInternal') ctx.log.error({ err: e.cause ?? err, url: req.url }, 'internal error');
-    else ctx.log.debug({ problem: e.type, detail: e.detail, url: req.url }, 'request refused');
+    const level = problemLogLevel(err, e);
+    if (level === 'error') ctx.log.error({ err: e.cause ?? err, url: req.url }, 'internal error');
+    else ctx.log[level]({ problem: e.type, detail: e.detail, url: req.url }, level === 'warn' ? 'request answered serverInternal' : 'request refused');
     for (const [k, v] of Object.entries(e.headers)) reply.header(k, v);
     return reply.code(e.status).type('application/problem+json').send(e.toProblem());
   });
