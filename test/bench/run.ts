@@ -10,6 +10,8 @@
 //   BENCH_SCALE=0.3 npm run bench      # shorter windows and fewer samples (a smoke run)
 //   BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench -- acme   # profile the node processes
 //   BENCH_NODE_ARGS=... BENCH_NODE_ARGS_FOR=gw,d1-r1 npm run bench -- relay        # only those nodes
+//   BENCH_TEE_DIR=/tmp/out BENCH_NODE_ARGS=--trace-opt ...                         # each node's output in <dir>/<id>.out
+//   BENCH_WARMUP=2000 BENCH_WARMUP_LONE=400 BENCH_WARMUP_MS=120000                # the warm-up (per chain; 0: none)
 
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -43,7 +45,7 @@ process.env.RA_MESH_LOG_LEVEL ??= 'error';
 
 const DEPTHS = [0, 1, 2, 4, 8];
 /** Envelopes sent through every chain before anything is measured (BENCH_WARMUP; 0: none). */
-const warmUpCount = S(Number(process.env.BENCH_WARMUP ?? 400), 0);
+const warmUpCount = S(Number(process.env.BENCH_WARMUP ?? 2_000), 0);
 /** Then envelopes sent one at a time through every chain (BENCH_WARMUP_LONE; 0: none). */
 const warmUpLone = S(Number(process.env.BENCH_WARMUP_LONE ?? 400), 0);
 /** The ACME edge under the 1-relay chain, and the one right under the gateway. */
@@ -106,8 +108,12 @@ try {
   log(`mesh up, every chain answered (${cm.procs.size} node processes)`);
   if (warmUpCount > 0) {
     // The node processes have just started: their code is still unoptimised (V8 tiers a function up
-    // after enough calls), and what is measured is a node that has been running. Bounded in count and time.
-    const w = await warmUpChains(cm, { perChain: warmUpCount, inFlight: 16, maxMs: 60_000 });
+    // after enough calls), and what is measured is a node that has been running. Bounded in count and
+    // time (BENCH_WARMUP_MS). 2,000 per chain: with 400, a relay of the depth-4 chain (bundles of 4-8
+    // at 16 in flight, so a few hundred messages) still spent 1.4 s of CPU in V8's optimising compiler
+    // during the throughput windows (--trace-opt: walk, verifyLayer, onEnvelope, enforceHop, sendBundle).
+    // A longer warm-up also ages the gateway's LevelDB, as production does (see README, Benchmarks).
+    const w = await warmUpChains(cm, { perChain: warmUpCount, inFlight: 16, maxMs: Number(process.env.BENCH_WARMUP_MS ?? 120_000) });
     log(`warm-up: ${w.sent} envelopes through the chains in ${round(w.ms / 1000, 1)} s (${w.failed} failed)`);
   }
   if (warmUpLone > 0) {

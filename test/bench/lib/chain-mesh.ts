@@ -12,6 +12,8 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { connect, type NatsConnection } from 'nats';
@@ -299,8 +301,14 @@ export async function spawnNode(topologyFile: string, id: string, opts: { nodeAr
   });
   children.add(child);
   let out = '';
-  child.stdout!.on('data', (d) => (out = (out + d).slice(-20_000)));
-  child.stderr!.on('data', (d) => (out = (out + d).slice(-20_000)));
+  // BENCH_TEE_DIR: every byte a node prints also goes to <dir>/<id>.out (e.g. V8's --trace-opt output).
+  const tee = process.env.BENCH_TEE_DIR ? createWriteStream(join(process.env.BENCH_TEE_DIR, `${id}.out`)) : undefined;
+  const keep = (d: Buffer) => {
+    tee?.write(d);
+    out = (out + d).slice(-20_000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
   const exited = new Promise<void>((res) => child.once('exit', () => res()));
   void exited.then(() => children.delete(child));
   const alive = () => child.exitCode === null && child.signalCode === null;
@@ -317,6 +325,7 @@ export async function spawnNode(topologyFile: string, id: string, opts: { nodeAr
       const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
       await exited;
       clearTimeout(t);
+      tee?.end();
     },
   };
   const until = Date.now() + 60_000;
