@@ -59,20 +59,16 @@ interface Run {
   cpuMsPerOrder: Record<string, number>;
 }
 
+/** The load client's run against `s`: `l`'s load, at most `maxOrders` orders and `maxMs` of measured window. */
+async function runLoad(s: AcmePeer, l: Load, maxOrders: number, maxMs: number): Promise<LoadResult> {
+  return (await s.runClient({ directory: s.directory, caFile: s.caFile, http01Port: s.http01Port, concurrency: l.concurrency, accounts: l.accounts, maxOrders, maxMs, domain: 'bench.test' })) as LoadResult;
+}
+
 /** One turn: the load client's run against `s`, and the CPU per order of the server's processes. */
 async function runTurn(o: Options, s: AcmePeer, l: Load): Promise<Pick<Run, 'result' | 'cpuMsPerOrder'>> {
   const pids = o.cpuPids(s);
   const cpu0 = await cpuRunMsOfAll(pids);
-  const result = (await s.runClient({
-    directory: s.directory,
-    caFile: s.caFile,
-    http01Port: s.http01Port,
-    concurrency: l.concurrency,
-    accounts: l.accounts,
-    maxOrders: o.maxOrders,
-    maxMs: o.windowMs,
-    domain: 'bench.test',
-  })) as LoadResult;
+  const result = await runLoad(s, l, o.maxOrders, o.windowMs);
   const cpu1 = await cpuRunMsOfAll(pids);
   // Warm-up orders (one per worker) ran in the same interval.
   const n = Math.max(1, result.orders + l.concurrency);
@@ -93,9 +89,7 @@ async function warmUp(o: Options): Promise<WarmUp[]> {
   const out: WarmUp[] = [];
   if (o.warmUp.orders <= 0) return out;
   for (const s of o.servers.filter((x) => !x.freshEachTurn)) {
-    const r = await s
-      .runClient({ directory: s.directory, caFile: s.caFile, http01Port: s.http01Port, concurrency: o.warmUp.concurrency, accounts: 'per-worker', maxOrders: o.warmUp.orders, maxMs: o.warmUp.maxMs, domain: 'bench.test' })
-      .then((x) => x as LoadResult, (e: Error) => e);
+    const r = await runLoad(s, { concurrency: o.warmUp.concurrency, accounts: 'per-worker' }, o.warmUp.orders, o.warmUp.maxMs).catch((e: Error) => e);
     const w: WarmUp = r instanceof Error
       ? { server: s.name, orders: 0, failed: 0, seconds: 0, ordersPerSec: 0, error: r.message.split('\n')[0] }
       : { server: s.name, orders: r.orders, failed: r.failed, seconds: round(r.seconds, 1), ordersPerSec: round(r.ordersPerSec, 1) };
