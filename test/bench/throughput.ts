@@ -16,8 +16,8 @@
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { outStream } from '../../shared/bus/subjects.js';
-import { meshPids, relayOf, type ChainMesh } from './lib/chain-mesh.js';
-import { cpuRunMsOfAll, median, round, table } from './lib/stats.js';
+import { DC, meshPids, rawJetStreamHop, rawRequestReply, relayOf, type ChainMesh } from './lib/chain-mesh.js';
+import { cpuRunMsOfAll, median, oneInFlightCeiling, round, table } from './lib/stats.js';
 
 export interface ThroughputOptions {
   depths: number[];
@@ -96,13 +96,38 @@ function pipelineBound(cpu: Record<string, number>): { busiest: string; pipeline
   return { busiest, pipelineBoundPerSec: ms > 0 ? round(1000 / ms, 1) : NaN };
 }
 
+/**
+ * The floors of a hop on the leaf server (where the relays of the bench run), means of `n` taken in
+ * turn: a raw request/reply answered by a process of its own, and a bare JetStream hop (a store in a
+ * stream, the pull delivery to another process), which every store-and-forward relay's transit includes.
+ */
+async function hopFloors(cm: ChainMesh, n: number): Promise<{ rawMs: number; jetStreamMs: number }> {
+  const rr = await rawRequestReply(cm.leaf, cm.m.bus.dcs[DC]!);
+  const hop = await rawJetStreamHop(cm.leaf, cm.m.bus.dcs[DC]!);
+  try {
+    let raw = 0;
+    let js = 0;
+    for (let i = 0; i < n; i++) {
+      raw += await rr.once();
+      js += await hop.once();
+    }
+    return { rawMs: raw / n, jetStreamMs: js / n };
+  } finally {
+    rr.close();
+    await hop.close();
+  }
+}
+
 export async function throughput(cm: ChainMesh, o: ThroughputOptions) {
   const started = Date.now();
   const windows: Window[] = [];
   const load: number[] = [];
+  /** Per repeat: the hop floors measured just before its windows of one in flight. */
+  const floors: Array<{ rawMs: number; jetStreamMs: number }> = [];
   for (let r = 0; r < o.repeats && Date.now() - started < o.maxMs; r++) {
     for (const c of o.inFlight) {
       const depths = r % 2 ? [...o.depths].reverse() : o.depths;
+      if (c === 1) floors.push(await hopFloors(cm, 100));
       for (const d of depths) windows.push(await window(cm, d, c, o.count(c), o.windowMs));
     }
     load.push(loadavg()[0]!);
@@ -144,6 +169,24 @@ export async function throughput(cm: ChainMesh, o: ThroughputOptions) {
     }
   }
   const d4vs1 = o.inFlight.map((c) => ratio(4, 1, c));
+  // Derived: the ceiling of the depth ratio at one in flight on this machine (see oneInFlightCeiling).
+  const ceilings = floors.flatMap((f, r) => {
+    const g = windows.filter((w) => w.depth === 0 && w.inFlight === 1)[r];
+    if (!g || g.perSec <= 0) return [];
+    return [{ ...f, gatewayOnlyMs: 1000 / g.perSec, raw: oneInFlightCeiling(g.perSec, f.rawMs), js: oneInFlightCeiling(g.perSec, f.jetStreamMs) }];
+  });
+  const med = (f: (x: (typeof ceilings)[number]) => number, digits: number) => round(median(ceilings.map(f)), digits);
+  const oneInFlight = ceilings.length
+    ? {
+        what: 'depth 4 / depth 1 at 1 in flight if every hop took only a raw leaf->leaf request/reply, or only a bare JetStream hop on the leaf server (store, pull delivery): (G + h) / (G + 4h); 0.70 needs h <= G / 6',
+        gatewayOnlyRoundTripMs: med((x) => x.gatewayOnlyMs, 3),
+        hopForTargetMs: med((x) => x.raw.hopForTargetMs, 3),
+        rawLeafMeanMs: med((x) => x.rawMs, 3),
+        ceilingRawHops: med((x) => x.raw.ceiling, 2),
+        jetStreamHopMeanMs: med((x) => x.jetStreamMs, 3),
+        ceilingJetStreamHops: med((x) => x.js.ceiling, 2),
+      }
+    : undefined;
   const boundOf = (d: number, c: number) => rows.find((r) => r.depth === d && r.inFlight === c)?.pipelineBoundPerSec as number | undefined;
   const boundD4vs1 = Object.fromEntries(o.inFlight.map((c) => [c, round((boundOf(4, c) ?? NaN) / (boundOf(1, c) ?? NaN), 2)]));
   const result = {
@@ -158,6 +201,7 @@ export async function throughput(cm: ChainMesh, o: ThroughputOptions) {
     },
     /** Derived, not measured throughput: the chain as a pipeline of one core per process (see the header). */
     pipelineBound: { what: '1000 / largest CPU ms per certificate of one process of the chain (a process per core)', depth4VsDepth1: boundD4vs1 },
+    ...(oneInFlight ? { oneInFlightCeiling: oneInFlight } : {}),
     windows,
     ms: Date.now() - started,
   };
@@ -166,6 +210,11 @@ export async function throughput(cm: ChainMesh, o: ThroughputOptions) {
     ['in flight', 'depth', 'certs/s', 'runs', 'vs gw-only', 'vs depth 1', 'gw cpu ms/cert', 'relay cpu ms (each)', 'nats cpu ms', 'msgs up/cert (lowest relay first)', 'busiest', 'bound/s'],
     rows.map((r) => [String(r.inFlight), String(r.depth), r.certsPerSec as number, (r.runs as number[]).join(' '), r.vsGatewayOnly as number, (r.vsDepth1 as number | undefined) ?? '', r.gatewayCpuMs as number, r.relayCpuMsEach as number, r.natsCpuMs as number, (r.relayMessagesPerCert as number[]).join(' / '), r.busiest as string, r.pipelineBoundPerSec as number]),
   ) + `\ndepth 4 / depth 1: ${o.inFlight.map((c, i) => `${c} in flight ${d4vs1[i]}`).join(', ')}` +
-    `\nderived, a core per process (1000 / the busiest process's cpu ms per cert): depth 4 / depth 1 ${o.inFlight.map((c) => `${c} in flight ${boundD4vs1[c]}`).join(', ')}`;
+    `\nderived, a core per process (1000 / the busiest process's cpu ms per cert): depth 4 / depth 1 ${o.inFlight.map((c) => `${c} in flight ${boundD4vs1[c]}`).join(', ')}` +
+    (oneInFlight
+      ? `\nceiling at 1 in flight (gateway only ${oneInFlight.gatewayOnlyRoundTripMs} ms; 0.70 needs hops of at most ${oneInFlight.hopForTargetMs} ms): ` +
+        `depth 4 / depth 1 <= ${oneInFlight.ceilingJetStreamHops} if a hop were only a bare JetStream store and delivery (${oneInFlight.jetStreamHopMeanMs} ms), ` +
+        `<= ${oneInFlight.ceilingRawHops} if only a raw request/reply (${oneInFlight.rawLeafMeanMs} ms)`
+      : '');
   return { name: 'throughput', result, text };
 }

@@ -16,7 +16,7 @@ import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { connect, type NatsConnection } from 'nats';
+import { AckPolicy, connect, headers as natsHeaders, RetentionPolicy, StorageType, type NatsConnection } from 'nats';
 import { EnvelopeQueue } from '../../../shared/bus/queue.js';
 import { downSubject } from '../../../shared/bus/subjects.js';
 import { parseDuration } from '../../../shared/config/index.js';
@@ -251,14 +251,44 @@ export class EdgeDriver {
   }
 }
 
+const PEER = fileURLToPath(new URL('./peer-process.ts', import.meta.url));
+
+/** Starts peer-process.ts with `args` (connected to `url`); resolves once it is ready (bounded); `stop` ends it. */
+async function startPeer(url: string, args: string[]): Promise<{ stop(): void }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', PEER, url, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const until = Date.now() + 30_000;
+  while (!/ready/.test(out)) {
+    if (child.exitCode !== null || Date.now() > until) {
+      child.kill('SIGKILL');
+      throw new Error(`bench peer process (${args.join(' ')}) did not start: ${out}`);
+    }
+    await sleep(50);
+  }
+  return { stop: () => void child.kill('SIGTERM') };
+}
+
 /**
- * Raw NATS request/reply: a responder on `to` answers 256-byte requests sent from `from`; returns a
- * function timing one request (ms). Waits (bounded) until interest has propagated between servers.
+ * Raw NATS request/reply: 256-byte requests sent from `from`, answered by a responder on `to`: a
+ * connection of this process, or the URL of a server, where a process of its own answers
+ * (peer-process.ts), as a node is a process of its own. Returns a function timing one request (ms).
+ * Waits (bounded) until interest has propagated between servers.
  */
-export async function rawRequestReply(from: NatsConnection, to: NatsConnection, bytes = 256): Promise<{ once(): Promise<number>; close(): void }> {
+export async function rawRequestReply(from: NatsConnection, to: NatsConnection | string, bytes = 256): Promise<{ once(): Promise<number>; close(): void }> {
   const subject = `bench.rr.${randomBytes(6).toString('hex')}`;
-  const sub = to.subscribe(subject, { callback: (_e, msg) => msg.respond(msg.data) });
-  await to.flush();
+  let close: () => void;
+  if (typeof to === 'string') {
+    const peer = await startPeer(to, ['respond', subject]);
+    close = () => peer.stop();
+  } else {
+    const sub = to.subscribe(subject, { callback: (_e, msg) => msg.respond(msg.data) });
+    await to.flush();
+    close = () => sub.unsubscribe();
+  }
   const payload = randomBytes(bytes);
   const once = async () => {
     const t0 = performance.now();
@@ -270,11 +300,62 @@ export async function rawRequestReply(from: NatsConnection, to: NatsConnection, 
       await from.request(subject, payload, { timeout: 500 });
       break;
     } catch (e) {
-      if (i > 100) throw new Error(`no responder reachable for the raw request/reply: ${(e as Error).message}`);
+      if (i > 100) {
+        close();
+        throw new Error(`no responder reachable for the raw request/reply: ${(e as Error).message}`);
+      }
       await sleep(50);
     }
   }
-  return { once, close: () => sub.unsubscribe() };
+  return { once, close };
+}
+
+/**
+ * A bare JetStream hop, the floor of a relay's transit: `from` publishes `bytes` into a file-stored
+ * work-queue stream on its server, and a process of its own (peer-process.ts, connected to `toUrl`)
+ * holds a pull request on a durable consumer of it, as a parent node does on its child's outbound
+ * stream. `once` times the publish until that process has the message (ms, one way; its clock is this
+ * machine's), and waits for the PubAck too; nothing is verified or signed. `close` ends the process and
+ * removes the stream.
+ */
+export async function rawJetStreamHop(from: NatsConnection, toUrl: string, bytes = 256): Promise<{ once(): Promise<number>; close(): Promise<void> }> {
+  const name = `BENCH_HOP_${randomBytes(4).toString('hex').toUpperCase()}`;
+  const subject = `bench.hop.${name}`;
+  const jsm = await from.jetstreamManager();
+  await jsm.streams.add({ name, subjects: [subject], storage: StorageType.File, retention: RetentionPolicy.Workqueue });
+  await jsm.consumers.add(name, { durable_name: 'parent', ack_policy: AckPolicy.Explicit });
+  const peer = await startPeer(toUrl, ['pull', name, 'parent']);
+  const reply = `bench.hop.reply.${name}`;
+  let arrived: ((at: number) => void) | undefined;
+  const replies = from.subscribe(reply, { callback: (_e, m) => arrived?.(Number(new TextDecoder().decode(m.data))) });
+  await from.flush();
+  const js = from.jetstream();
+  const payload = randomBytes(bytes);
+  const h = natsHeaders();
+  h.set('Bench-Reply', reply);
+  const once = async () => {
+    const got = new Promise<number>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('the JetStream hop did not arrive in 5 s')), 5_000);
+      arrived = (at) => {
+        clearTimeout(t);
+        resolve(at);
+      };
+    });
+    const t0 = performance.timeOrigin + performance.now();
+    const ack = js.publish(subject, payload, { headers: h });
+    const t1 = await got;
+    await ack;
+    return t1 - t0;
+  };
+  await once();
+  return {
+    once,
+    close: async () => {
+      replies.unsubscribe();
+      peer.stop();
+      await jsm.streams.delete(name).catch(() => undefined);
+    },
+  };
 }
 
 const BIN = fileURLToPath(new URL('../../../bin/ra-mesh.js', import.meta.url));

@@ -114,3 +114,14 @@ export async function cpuRunMsOf(pid: number): Promise<number | undefined> {
 export function cpuRunMsOfAll(pids: ReadonlyArray<readonly [string, number]>): Promise<Array<number | undefined>> {
   return Promise.all(pids.map(([, p]) => cpuRunMsOf(p)));
 }
+
+/**
+ * At one in flight throughput is the inverse of the round trip, so depth 4 / depth 1 is (G + h) / (G + 4h)
+ * for a gateway-only round trip G and a hop h: the best that ratio can be with hops as short as `hopMs`
+ * (a floor measured in the same run: a relay's hop is that plus its verification, policy and
+ * signature), and the longest hop that 0.70 allows (G / 6).
+ */
+export function oneInFlightCeiling(gatewayOnlyPerSec: number, hopMs: number): { ceiling: number; hopForTargetMs: number } {
+  const g = 1000 / gatewayOnlyPerSec;
+  return { ceiling: (g + hopMs) / (g + 4 * hopMs), hopForTargetMs: g / 6 };
+}
